@@ -1,0 +1,1 @@
+"""Training data: templates, instruction pools, code shards, sequence building, packing, loader, corpus."""

@@ -1,0 +1,310 @@
+"""Named, versioned prompt templates; one renderer for training samples and inference prompts.
+
+A conversation is a list of :class:`Message` (role ``system`` / ``user`` / ``assistant``) whose
+content is text, :class:`MediaCodes`, or a string carrying the reference's inline token strings
+(``<soim><👀12>…<eoim>``), which is parsed. A template turns messages into *pieces* — text to
+tokenize, marker ids, media code ids — and :meth:`Template.render` concatenates their ids. The
+label mask is decided per piece, from ids, so it can never drift from the text the way the
+reference's string-length arithmetic did (its SFT masked whole samples: loss 0, eval NaN).
+
+Templates:
+
+- ``chat`` (ours, layout profile ``default``): ``<|user|>…<|end|><|assistant|>…<|end|>``; every
+  role and end marker is a single token.
+- ``anygpt-pretrain``: the reference's pretraining pairs,
+  ``[Human]: {instruction} {X}<eoh> [MMGPT]: {text}<eos></s>``.
+- ``anygpt-chat``: the reference's chat format for its released checkpoints (``[MMGPT]``
+  roles, system line, ``\\n`` between turns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+
+from anygpt.vocab import VocabLayout
+
+IGNORE_INDEX = -100
+
+MMGPT_SYSTEM = (
+    "You are an AI assistant named MMGPT who can understand and generate multimodal content, "
+    "including text, speech, images and audio."
+)
+
+
+@dataclass(frozen=True)
+class MediaCodes:
+    """A modality span: modality-local codes (``0 <= code < layout size``)."""
+
+    modality: str
+    codes: tuple[int, ...]
+
+    def __init__(self, modality: str, codes: Iterable[int]):
+        object.__setattr__(self, "modality", modality)
+        object.__setattr__(self, "codes", tuple(int(c) for c in codes))
+
+
+Content = Union[str, MediaCodes, Sequence[Union[str, MediaCodes]]]
+
+
+@dataclass
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: Content
+
+    def __post_init__(self):
+        if self.role not in ("system", "user", "assistant"):
+            raise ValueError(f"unknown role {self.role!r}; expected system, user or assistant")
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+# A piece: ("text", str) | ("id", int) | ("media", MediaCodes), and whether it carries loss.
+@dataclass
+class _Piece:
+    kind: str
+    value: object
+    train: bool = False
+
+
+def content_pieces(content: Content, layout: VocabLayout, train: bool) -> list[_Piece]:
+    """Split message content into text and media pieces (inline token strings are parsed)."""
+    items = [content] if isinstance(content, (str, MediaCodes)) else list(content)
+    out: list[_Piece] = []
+    for item in items:
+        if isinstance(item, MediaCodes):
+            out.append(_Piece("media", item, train))
+        elif isinstance(item, str):
+            for kind, val in layout.parse(item, strict=True):
+                out.append(_Piece("text", val, train) if kind == "text" else _Piece("media", MediaCodes(kind, val), train))
+        else:
+            raise TypeError(f"message content item must be str or MediaCodes, got {type(item).__name__}")
+    return [p for p in out if not (p.kind == "text" and p.value == "")]
+
+
+@dataclass
+class Template:
+    """Base class; subclasses define how roles become pieces."""
+
+    name: str = ""
+    version: int = 1
+    profile: str = ""  # the VocabLayout profile whose markers this template uses
+    system: str | None = None  # default system message (used when none is given)
+    add_bos: bool = True
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    # -- to override
+    def pieces(self, messages: Sequence[Message], layout: VocabLayout, loss_on: str) -> list[_Piece]:
+        raise NotImplementedError
+
+    def generation_pieces(self, layout: VocabLayout, force_modality: str | None) -> list[_Piece]:
+        raise NotImplementedError
+
+    def stop_token_ids(self, layout: VocabLayout, tokenizer) -> list[int]:
+        raise NotImplementedError
+
+    # -- shared
+    def render(
+        self,
+        messages: Sequence[Message],
+        tokenizer,
+        layout: VocabLayout,
+        loss_on: str = "assistant",
+        add_generation_prompt: bool = False,
+        force_modality: str | None = None,
+    ) -> Rendered:
+        """Ids and labels for ``messages``.
+
+        ``loss_on``: ``"assistant"`` (assistant content and its end marker carry loss), ``"all"``
+        (every token, as the reference's pretraining), or ``"none"`` (an inference prompt).
+        ``add_generation_prompt`` appends the assistant header (and ``force_modality``'s start
+        marker) so that generation continues as the assistant."""
+        if loss_on not in ("assistant", "all", "none"):
+            raise ValueError(f"loss_on must be assistant, all or none, not {loss_on!r}")
+        pieces: list[_Piece] = []
+        if self.add_bos and tokenizer.bos_token_id is not None:
+            pieces.append(_Piece("id", tokenizer.bos_token_id))
+        pieces += self.pieces(list(messages), layout, loss_on)
+        if add_generation_prompt:
+            pieces += self.generation_pieces(layout, force_modality)
+        ids: list[int] = []
+        labels: list[int] = []
+        for p in pieces:
+            if p.kind == "text":
+                new = tokenizer(p.value, add_special_tokens=False)["input_ids"]
+            elif p.kind == "id":
+                new = [int(p.value)]
+            else:
+                new = layout.span_ids(p.value.modality, p.value.codes)
+            ids += new
+            train = loss_on == "all" or (loss_on == "assistant" and p.train)
+            labels += new if train else [IGNORE_INDEX] * len(new)
+        return Rendered(ids, labels)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "profile": self.profile, "system": self.system}
+
+
+def _check_roles(messages: Sequence[Message], name: str) -> None:
+    body = [m for m in messages if m.role != "system"]
+    for i, m in enumerate(body):
+        want = "user" if i % 2 == 0 else "assistant"
+        if m.role != want:
+            raise ValueError(f"template {name}: turn {i} is {m.role!r}, expected {want!r} (turns alternate, user first)")
+
+
+@dataclass
+class ChatTemplate(Template):
+    """Ours: ``[<|system|>sys<|end|>]<|user|>u<|end|><|assistant|>a<|end|>…``."""
+
+    name: str = "chat"
+    profile: str = "default"
+
+    def pieces(self, messages, layout, loss_on):
+        _check_roles(messages, self.name)
+        end = layout.token_id("<|end|>")
+        out: list[_Piece] = []
+        sys_msgs = [m for m in messages if m.role == "system"]
+        system = sys_msgs[0].content if sys_msgs else self.system
+        if system:
+            out += [_Piece("id", layout.token_id("<|system|>")), *content_pieces(system, layout, False), _Piece("id", end)]
+        for m in messages:
+            if m.role == "system":
+                continue
+            train = m.role == "assistant"
+            out += [_Piece("id", layout.token_id(f"<|{m.role}|>"))]
+            out += content_pieces(m.content, layout, train)
+            out += [_Piece("id", end, train)]
+        return out
+
+    def generation_pieces(self, layout, force_modality):
+        out = [_Piece("id", layout.token_id("<|assistant|>"))]
+        if force_modality and force_modality != "text":
+            out.append(_Piece("id", layout.start_id(force_modality)))
+        return out
+
+    def stop_token_ids(self, layout, tokenizer):
+        return [layout.token_id("<|end|>")]
+
+
+@dataclass
+class AnyGPTPretrainTemplate(Template):
+    """The reference's pretraining pair: ``[Human]: {u}<eoh> [MMGPT]: {a}<eos></s>``."""
+
+    name: str = "anygpt-pretrain"
+    profile: str = "anygpt"
+
+    def pieces(self, messages, layout, loss_on):
+        _check_roles(messages, self.name)
+        body = [m for m in messages if m.role != "system"]
+        if len(body) != 2:
+            raise ValueError(f"template {self.name} renders one user/assistant pair, got {len(body)} turns")
+        user, asst = body
+        return [
+            _Piece("id", layout.token_id("[Human]")),
+            _Piece("text", ":"),
+            *content_pieces(_lead_space(user.content), layout, False),
+            _Piece("id", layout.token_id("<eoh>")),
+            *self.generation_pieces(layout, None),
+            *content_pieces(_lead_space(asst.content), layout, True),
+            _Piece("id", layout.token_id("<eos>"), True),
+        ]
+
+    def render(self, messages, tokenizer, layout, loss_on="assistant", add_generation_prompt=False, force_modality=None):
+        r = super().render(messages, tokenizer, layout, loss_on, add_generation_prompt, force_modality)
+        if not add_generation_prompt and tokenizer.eos_token_id is not None:
+            r.input_ids.append(tokenizer.eos_token_id)  # the reference appends </s> to every pair
+            r.labels.append(tokenizer.eos_token_id if loss_on != "none" else IGNORE_INDEX)
+        return r
+
+    def generation_pieces(self, layout, force_modality):
+        out = [_Piece("text", " "), _Piece("id", layout.token_id("[MMGPT]")), _Piece("text", ":")]
+        if force_modality and force_modality != "text":
+            out += [_Piece("text", " "), _Piece("id", layout.start_id(force_modality))]
+        return out
+
+    def stop_token_ids(self, layout, tokenizer):
+        return [layout.token_id("<eos>")] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
+@dataclass
+class AnyGPTChatTemplate(Template):
+    """The reference's chat format (``MMGPT`` conversation template of its release)."""
+
+    name: str = "anygpt-chat"
+    profile: str = "anygpt-chat"
+    system: str | None = MMGPT_SYSTEM
+
+    def pieces(self, messages, layout, loss_on):
+        _check_roles(messages, self.name)
+        sys_msgs = [m for m in messages if m.role == "system"]
+        system = sys_msgs[0].content if sys_msgs else (self.system or "")
+        out: list[_Piece] = [*content_pieces(system, layout, False), _Piece("text", "\n")]
+        body = [m for m in messages if m.role != "system"]
+        for i, m in enumerate(body):
+            if m.role == "user":
+                out += [_Piece("id", layout.token_id("[Human]")), _Piece("text", ":")]
+                out += content_pieces(_lead_space(m.content), layout, False)
+                out += [_Piece("id", layout.token_id("<eoh>")), _Piece("text", "\n")]
+            else:
+                out += [_Piece("id", layout.token_id("[MMGPT]")), _Piece("text", ":")]
+                out += content_pieces(_lead_space(m.content), layout, True)
+                out += [_Piece("id", layout.token_id("<eos>"), True)]
+                if i != len(body) - 1:
+                    out.append(_Piece("text", "\n"))
+        return out
+
+    def generation_pieces(self, layout, force_modality):
+        out = [_Piece("id", layout.token_id("[MMGPT]")), _Piece("text", ":")]
+        if force_modality and force_modality != "text":
+            out += [_Piece("text", " "), _Piece("id", layout.start_id(force_modality))]
+        return out
+
+    def stop_token_ids(self, layout, tokenizer):
+        return [layout.token_id("<eos>")] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
+def _lead_space(content: Content) -> list:
+    """Reference formats put one space after ``role:``; it belongs to the content piece."""
+    items = [content] if isinstance(content, (str, MediaCodes)) else list(content)
+    if items and isinstance(items[0], str):
+        return [" " + items[0].lstrip(" "), *items[1:]]
+    return [" ", *items]
+
+
+TEMPLATES: dict[str, type[Template]] = {
+    "chat": ChatTemplate,
+    "anygpt-pretrain": AnyGPTPretrainTemplate,
+    "anygpt-chat": AnyGPTChatTemplate,
+}
+
+
+def get_template(name: str, **overrides) -> Template:
+    """``get_template("chat")`` or ``get_template("chat@1")``; unknown names list the known ones."""
+    base, _, ver = name.partition("@")
+    if base not in TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}")
+    t = TEMPLATES[base](**overrides)
+    if ver and int(ver) != t.version:
+        raise ValueError(f"template {base} has version {t.version}, not {ver}")
+    return t
+
+
+def template_from_dict(d: dict) -> Template:
+    return get_template(f"{d['name']}@{d.get('version', 1)}", system=d.get("system"))
+
+
+def voice_response(transcript: str, reply: str, speech: MediaCodes) -> list:
+    """The reference's voice-chat target: ``<-Ins-> {transcript}\\n <-Res-> {reply} <sosp>…<eosp>``
+    (markers from the layout's extra tokens; use with ``anygpt-chat`` or ``chat``)."""
+    return [f"<-Ins-> {transcript}\n <-Res-> {reply} ", speech]

@@ -1,0 +1,1 @@
+"""Modality tokenizers: the contract and registry (base), backends, flattening, media I/O."""

@@ -1,0 +1,205 @@
+"""The ModalityTokenizer contract, the backend registry and tokenizer cards.
+
+A backend turns media into modality-local integer codes (what the LLM sees, after any
+multi-codebook flattening) and back. Backends register by name::
+
+    @register_backend("demo-image")
+    class DemoImageTokenizer(ModalityTokenizer): ...
+
+A *card* names a tokenizer: a YAML file, or a directory holding ``card.yaml``, with at least
+``backend`` and ``modality``; paths inside it are relative to the card's folder::
+
+    backend: speechtokenizer
+    modality: speech
+    checkpoint: ckpt.dev          # relative to the card
+    config: config.json
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+CARD_FILE = "card.yaml"
+MODALITIES = ("image", "speech", "music")
+
+
+class MediaError(ValueError):
+    """Unreadable or invalid media; the message names the file and the reason."""
+
+
+@dataclass
+class TokenizerCard:
+    backend: str
+    modality: str
+    root: Path  # folder that relative paths in ``settings`` resolve against
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, key: str) -> Path | None:
+        """A path-valued setting resolved against the card's folder (None when unset)."""
+        v = self.settings.get(key)
+        if v is None:
+            return None
+        p = Path(os.path.expanduser(str(v)))
+        return p if p.is_absolute() else self.root / p
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "modality": self.modality, **self.settings}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        import yaml
+
+        from anygpt.utils import atomic_write_text
+
+        path = Path(directory) / CARD_FILE
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        return path
+
+
+def load_card(path: str | os.PathLike) -> TokenizerCard:
+    """Read a card from a YAML file or a directory holding ``card.yaml``."""
+    import yaml
+
+    p = Path(path)
+    f = p / CARD_FILE if p.is_dir() else p
+    try:
+        d = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{f}: no tokenizer card") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{f}: not valid YAML ({e})") from None
+    if not isinstance(d, dict) or "backend" not in d or "modality" not in d:
+        raise ValueError(f"{f}: a tokenizer card needs at least 'backend' and 'modality'")
+    d = dict(d)
+    return TokenizerCard(d.pop("backend"), d.pop("modality"), f.parent, d)
+
+
+class ModalityTokenizer(abc.ABC):
+    """Media ↔ modality-local codes. Subclasses set the class attributes and implement
+    ``encode``/``decode``; ``load_media``/``save_media`` default to the modality's I/O."""
+
+    name: str = ""  # backend name in the registry
+    modality: str = ""  # image | speech | music
+    codebook_size: int = 0  # number of distinct codes the LLM sees (after flattening)
+    frames_per_second: float | None = None  # audio: LLM tokens per second of media
+    tokens_per_item: int | None = None  # fixed-length modalities (e.g. 32 image codes)
+    sample_rate: int | None = None
+    image_size: int | None = None
+    max_seconds: float | None = None  # audio longer than this is rejected
+
+    def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
+        self.card = card
+        self.device = device or ("cuda" if _cuda() else "cpu")
+
+    @classmethod
+    def from_card(cls, card: TokenizerCard, device: str | None = None) -> "ModalityTokenizer":
+        return cls(card, device)
+
+    @abc.abstractmethod
+    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        """Media items (as returned by :meth:`load_media`) → one 1-D int64 code array each."""
+
+    @abc.abstractmethod
+    def decode(self, codes: Sequence[int] | np.ndarray) -> Any:
+        """Codes of one item → media (a PIL image, or a float32 mono waveform at ``sample_rate``).
+        Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised."""
+
+    def load_media(self, path: str | os.PathLike) -> Any:
+        from anygpt import media
+
+        if self.modality == "image":
+            return media.load_image(path, self.image_size)
+        return media.load_audio(path, self.sample_rate, self.max_seconds)
+
+    def save_media(self, item: Any, path: str | os.PathLike) -> Path:
+        from anygpt import media
+
+        if self.modality == "image":
+            return media.save_image(item, path)
+        return media.save_audio(item, self.sample_rate, path)
+
+    def state_for_fingerprint(self) -> dict:
+        """Settings that change codes; weights are hashed separately by :attr:`fingerprint`."""
+        return {"backend": self.name, "modality": self.modality, "codebook_size": self.codebook_size,
+                "sample_rate": self.sample_rate, "image_size": self.image_size}
+
+    def weight_tensors(self) -> dict[str, Any]:
+        """Named tensors whose values define the codes (module state dict by default)."""
+        mod = getattr(self, "model", None)
+        return dict(mod.state_dict()) if mod is not None and hasattr(mod, "state_dict") else {}
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over settings and weights: code shards record it; training refuses a mismatch."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256(json.dumps(self.state_for_fingerprint(), sort_keys=True, default=str).encode())
+            for k, t in sorted(self.weight_tensors().items()):
+                h.update(k.encode())
+                arr = t.detach().cpu().contiguous().float().numpy() if hasattr(t, "detach") else np.asarray(t)
+                h.update(np.ascontiguousarray(arr).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+_REGISTRY: dict[str, type[ModalityTokenizer]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[ModalityTokenizer]], type[ModalityTokenizer]]:
+    def deco(cls: type[ModalityTokenizer]) -> type[ModalityTokenizer]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"backend {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def backend_names() -> list[str]:
+    _import_backends()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> type[ModalityTokenizer]:
+    _import_backends()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown tokenizer backend {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def load_tokenizer(card: str | os.PathLike | TokenizerCard, device: str | None = None) -> ModalityTokenizer:
+    """Build the backend a card names (a card path, a directory with ``card.yaml``, or a card)."""
+    if not isinstance(card, TokenizerCard):
+        card = load_card(card)
+    cls = get_backend(card.backend)
+    if cls.modality and card.modality != cls.modality and not getattr(cls, "any_modality", False):
+        raise ValueError(f"card {card.root}: backend {card.backend} is for {cls.modality}, card says {card.modality}")
+    return cls.from_card(card, device)
+
+
+def _import_backends() -> None:
+    """Import the backend modules so they register (each guards its optional dependencies)."""
+    import importlib
+
+    for mod in ("demo", "speech", "music", "image", "seed2"):
+        try:
+            importlib.import_module(f"anygpt.modality.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"anygpt.modality.{mod}":
+                raise
