@@ -1,0 +1,108 @@
+"""Shared fixtures. Tests run offline (HF_HUB_OFFLINE=1): an accidental download fails at once.
+
+Add area-specific fixtures in the area's own test module; only fixtures several areas use live here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+WORDS = (
+    "a the red green blue yellow purple orange circle square triangle star small large on white "
+    "background piano violin flute guitar slow fast fast-paced calm happy sad melody in C major minor "
+    "hello world how are you today please describe this picture read text out loud music speech image "
+    "one two three four five six seven eight nine ten"
+).split()
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: this checkout importable, offline, one thread each."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update({"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"})
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python -m anygpt.cli ARGS`` in a child process and return its result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "anygpt.cli", *map(str, args)],
+        cwd=REPO, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"anygpt {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sp_model_file(tmp_path_factory) -> Path:
+    """A small LLaMA-style sentencepiece model trained on a word soup (bos=1, eos=2, unk=0)."""
+    import sentencepiece as spm
+
+    d = tmp_path_factory.mktemp("sp")
+    rng = random.Random(0)
+    corpus = d / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(3000)))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(d / "sp"), vocab_size=256, model_type="bpe",
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, minloglevel=2,
+    )
+    return d / "sp.model"
+
+
+@pytest.fixture(scope="session")
+def base_tokenizer_dir(sp_model_file, tmp_path_factory) -> Path:
+    """The sentencepiece model saved as a Hugging Face tokenizer directory (not grown)."""
+    from anygpt.vocab import load_base_tokenizer
+
+    d = tmp_path_factory.mktemp("base_tok")
+    load_base_tokenizer(sp_model_file).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture
+def base_tokenizer(base_tokenizer_dir):
+    """A fresh (ungrown) copy of the base tokenizer for each test."""
+    from anygpt.vocab import load_base_tokenizer
+
+    return load_base_tokenizer(base_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("vocab", "--base", d)`` runs the command line in a child process (see run_cli)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def child_env():
+    """``child_env(KEY=VAL)``: environment for child processes that import this checkout."""
+    return subprocess_env
