@@ -93,6 +93,7 @@ class ModalityTokenizer(abc.ABC):
     sample_rate: int | None = None
     image_size: int | None = None
     max_seconds: float | None = None  # audio longer than this is rejected
+    resize_policy: str = "resize"  # images: "resize" (no crop, as the reference) or "center-crop"
 
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
@@ -115,7 +116,7 @@ class ModalityTokenizer(abc.ABC):
         from anygpt import media
 
         if self.modality == "image":
-            return media.load_image(path, self.image_size)
+            return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:
