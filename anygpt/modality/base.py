@@ -98,6 +98,18 @@ class ModalityTokenizer(abc.ABC):
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
         self.device = device or ("cuda" if _cuda() else "cpu")
+        # card ``dtype: bfloat16 | float16``: autocast the codec on CUDA (ignored on CPU)
+        self.autocast_dtype = card.settings.get("dtype") if card is not None else None
+
+    def autocast(self):
+        """Context manager: the card's reduced precision on CUDA, else a no-op."""
+        import contextlib
+
+        import torch
+
+        if self.autocast_dtype and str(self.device).startswith("cuda"):
+            return torch.autocast("cuda", dtype=getattr(torch, str(self.autocast_dtype)))
+        return contextlib.nullcontext()
 
     @classmethod
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "ModalityTokenizer":

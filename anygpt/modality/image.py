@@ -64,7 +64,8 @@ class JanusVQTokenizer(ModalityTokenizer):
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         if not len(batch):
             return []
-        tokens = self.model.encode(self._pixels(batch)).image_tokens.view(len(batch), -1)
+        with self.autocast():
+            tokens = self.model.encode(self._pixels(batch)).image_tokens.view(len(batch), -1)
         return list(tokens.cpu().numpy().astype(np.int64))
 
     @torch.inference_mode()
@@ -72,6 +73,7 @@ class JanusVQTokenizer(ModalityTokenizer):
         from PIL import Image
 
         c = repair_codes(codes, self.codebook_size, self.tokens_per_item, 0, "janus-vq decode")
-        pix = self.model.decode(torch.from_numpy(c)[None].to(self.device))[0]
+        with self.autocast():
+            pix = self.model.decode(torch.from_numpy(c)[None].to(self.device))[0]
         arr = ((pix.float().clamp(-1, 1) + 1) * 127.5 + 0.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(arr, "RGB")

@@ -30,9 +30,14 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, iters: int = 20, seed: int =
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
     # k-means++: each new center drawn with probability proportional to squared distance
+    x2 = (x * x).sum(1)
+
+    def sq_dist(c: torch.Tensor) -> torch.Tensor:  # |x - c|^2 as a mat-vec (no N×D temporary)
+        return (x2 - 2.0 * (x @ c) + (c * c).sum()).clamp_min(0)
+
     centers = torch.empty(k, x.shape[1])
     centers[0] = x[torch.randint(n, (1,), generator=g)]
-    d2 = ((x - centers[0]) ** 2).sum(1)
+    d2 = sq_dist(centers[0])
     for j in range(1, k):
         total = d2.sum()
         if total <= 0:  # every point already is a center: repeat random points
@@ -40,7 +45,7 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, iters: int = 20, seed: int =
         else:
             idx = torch.multinomial(d2 / total, 1, generator=g)
         centers[j] = x[idx]
-        d2 = torch.minimum(d2, ((x - centers[j]) ** 2).sum(1))
+        d2 = torch.minimum(d2, sq_dist(centers[j]))
     for _ in range(iters):
         assign = nearest(x, centers)
         sums = torch.zeros_like(centers).index_add_(0, assign, x)

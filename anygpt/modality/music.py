@@ -36,6 +36,8 @@ class FlatRVQTokenizer(ModalityTokenizer):
     frame_rate: float
 
     def _set_rates(self) -> None:
+        if self.card is not None:  # a card may use a music codec for general audio / speech
+            self.modality = self.card.modality
         self.codebook_size = self.n_q * self.layer_size
         self.frames_per_second = self.frame_rate * self.n_q
 
@@ -95,7 +97,8 @@ class EncodecHFTokenizer(FlatRVQTokenizer):
         mask = torch.zeros_like(x, dtype=torch.long)
         for i, n in enumerate(lengths):
             mask[i, :, :n] = 1
-        out = self.model.encode(x, padding_mask=mask, bandwidth=self.bandwidth)
+        with self.autocast():
+            out = self.model.encode(x, padding_mask=mask, bandwidth=self.bandwidth)
         codes = out.audio_codes[0].cpu().numpy()  # (B, n_q, T) - one chunk when chunk_length is None
         return [self.flatten(codes[i, :, : n_frames(n, self.hop)]) for i, n in enumerate(lengths)]
 
@@ -106,7 +109,8 @@ class EncodecHFTokenizer(FlatRVQTokenizer):
             warnings.warn(f"{self.name} decode: no complete frame; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         t = torch.from_numpy(layers)[None, None].to(self.device)  # (chunks=1, B=1, n_q, T)
-        audio = self.model.decode(t, [None]).audio_values
+        with self.autocast():
+            audio = self.model.decode(t, [None]).audio_values
         return audio[0, 0, : layers.shape[1] * self.hop].float().cpu().numpy()
 
 
@@ -165,7 +169,8 @@ class EncodecTokenizer(FlatRVQTokenizer):
         x, lengths = pad_batch(batch, self.device, self.hop)
         if self.channels == 2:
             x = x.expand(-1, 2, -1).contiguous()
-        frames = self.model.encode(x)  # list of (codes (B, n_q, T_seg), scale)
+        with self.autocast():
+            frames = self.model.encode(x)  # list of (codes (B, n_q, T_seg), scale)
         codes = torch.cat([f[0] for f in frames], dim=-1).cpu().numpy()
         return [self.flatten(codes[i, :, : n_frames(n, self.hop)]) for i, n in enumerate(lengths)]
 
@@ -184,5 +189,6 @@ class EncodecTokenizer(FlatRVQTokenizer):
         else:
             per = int(np.ceil(seg / self.hop))
             frames = [(t[..., i : i + per], torch.ones(1, 1, device=self.device)) for i in range(0, t.shape[-1], per)]
-        audio = self.model.decode(frames)  # (1, channels, samples)
+        with self.autocast():
+            audio = self.model.decode(frames)  # (1, channels, samples)
         return audio[0].mean(0)[: layers.shape[1] * self.hop].float().cpu().numpy()

@@ -81,7 +81,8 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         if not len(batch):
             return []
         x, lengths = pad_batch(batch, self.device, self.hop)
-        codes = self.model.encode(x, n_q=1)[0].cpu().numpy()  # (B, T) layer 0
+        with self.autocast():
+            codes = self.model.encode(x, n_q=1)[0].cpu().numpy()  # (B, T) layer 0
         return [codes[i, : n_frames(n, self.hop)].astype(np.int64) for i, n in enumerate(lengths)]
 
     @torch.inference_mode()
@@ -102,4 +103,5 @@ class SpeechTokenizerBackend(ModalityTokenizer):
             warnings.warn("speechtokenizer decode: no valid codes; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         t = torch.from_numpy(arr)[:, None, :].to(self.device)  # (n_q, 1, T)
-        return self.model.decode(t, st=0)[0, 0].float().cpu().numpy()
+        with self.autocast():
+            return self.model.decode(t, st=0)[0, 0].float().cpu().numpy()
