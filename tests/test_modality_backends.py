@@ -115,3 +115,19 @@ def test_fingerprint_changes_with_weights(tmp_path):
     fa = load_tokenizer(card(tmp_path, "janus-vq", "image", path="a")).fingerprint
     fb = load_tokenizer(card(tmp_path, "janus-vq", "image", path="b")).fingerprint
     assert fa != fb and len(fa) == 16
+
+
+def test_janus_vq_from_full_janus_checkpoint(tmp_path):
+    """Janus-Pro publishes the VQ inside the whole model: only model.vqmodel.* is read."""
+    import torch
+    from transformers import JanusForConditionalGeneration
+
+    T.save_random_janus_full(tmp_path / "janus_pro")
+    tok = load_tokenizer(card(tmp_path, "janus-vq", "image", path="janus_pro"))
+    full = JanusForConditionalGeneration.from_pretrained(str(tmp_path / "janus_pro"))
+    assert (tok.image_size, tok.tokens_per_item, tok.codebook_size) == (32, 4, 64)
+    for k, v in full.model.vqmodel.state_dict().items():
+        assert torch.equal(tok.model.state_dict()[k], v), k
+    from PIL import Image
+
+    assert tok.decode(tok.encode([Image.new("RGB", (32, 32), (200, 10, 10))])[0]).size == (32, 32)

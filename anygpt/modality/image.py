@@ -4,7 +4,10 @@
 (384 px → 576 codes with Janus' 16384-entry codebook). Images are resized to ``image_size`` with
 the card's resize policy and normalised to [-1, 1] as the Janus image processor does.
 
-Layout: a ``JanusVQVAE.save_pretrained`` folder (config.json + model.safetensors). Card::
+Layouts: a ``JanusVQVAE.save_pretrained`` folder (config.json + model.safetensors), or a whole
+Janus model folder in transformers format (e.g. ``deepseek-community/Janus-Pro-1B``: config.json with
+``vq_config``, safetensors possibly sharded), from which only the ``model.vqmodel.*`` tensors are
+read. Card::
 
     backend: janus-vq
     modality: image
@@ -14,6 +17,8 @@ Layout: a ``JanusVQVAE.save_pretrained`` folder (config.json + model.safetensors
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +27,31 @@ import torch
 from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.modality.demo import repair_codes
+
+
+FULL_MODEL_PREFIX = "model.vqmodel."
+
+
+def load_vq_from_full_janus(folder: Path, config: dict):
+    """The VQ-VAE of a full Janus checkpoint: its ``vq_config`` + the ``model.vqmodel.*`` tensors."""
+    from safetensors import safe_open
+    from transformers import JanusVQVAE, JanusVQVAEConfig
+
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted({folder / f for k, f in json.loads(index.read_text())["weight_map"].items()
+                        if k.startswith(FULL_MODEL_PREFIX)})
+    else:
+        files = [folder / "model.safetensors"]
+    state = {}
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            state.update({k[len(FULL_MODEL_PREFIX):]: st.get_tensor(k) for k in st.keys() if k.startswith(FULL_MODEL_PREFIX)})
+    if not state:
+        raise FileNotFoundError(f"{folder}: no {FULL_MODEL_PREFIX}* tensors in {[f.name for f in files]}")
+    model = JanusVQVAE(JanusVQVAEConfig(**config["vq_config"]))
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 @register_backend("janus-vq")
@@ -45,9 +75,13 @@ class JanusVQTokenizer(ModalityTokenizer):
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "JanusVQTokenizer":
         from transformers import JanusVQVAE
 
-        folder = checkpoint_dir(card, ["config.json", "*.safetensors"])
-        required_file(folder, "config.json", card)
-        return cls(JanusVQVAE.from_pretrained(str(folder)), card, device, card.settings.get("resize_policy", "resize"))
+        folder = checkpoint_dir(card, ["config.json", "*.safetensors", "*.safetensors.index.json"])
+        config = json.loads(required_file(folder, "config.json", card).read_text(encoding="utf-8"))
+        if config.get("model_type") == "janus":
+            model = load_vq_from_full_janus(folder, config)
+        else:
+            model = JanusVQVAE.from_pretrained(str(folder))
+        return cls(model, card, device, card.settings.get("resize_policy", "resize"))
 
     def state_for_fingerprint(self) -> dict:
         return {**super().state_for_fingerprint(), "resize_policy": self.resize_policy}

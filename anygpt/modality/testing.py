@@ -123,3 +123,21 @@ def save_random_janus_vq(folder: str | Path, num_patches: int = 4, num_embedding
     model = JanusVQVAE(cfg).eval()
     model.save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
+
+
+def save_random_janus_full(folder: str | Path, seed: int = 0) -> Path:
+    """A whole (tiny) ``JanusForConditionalGeneration`` folder, the layout Janus-Pro ships in."""
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = JanusConfig(
+        text_config={"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 300},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 16},
+        vq_config={"embed_dim": 8, "num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
+                   "channel_multiplier": [1, 1, 2, 2, 4], "num_res_blocks": 1, "num_patches": 2,
+                   "image_token_embed_dim": 32, "projection_dim": 32})
+    model = JanusForConditionalGeneration(cfg).eval()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
