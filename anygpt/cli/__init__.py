@@ -15,6 +15,9 @@ import sys
 # command name -> module under anygpt.cli
 COMMANDS = {
     "vocab": "vocab",
+    "fit-tokenizer": "fit_tokenizer",
+    "tokenize": "tokenize_media",
+    "detokenize": "detokenize",
 }
 
 
