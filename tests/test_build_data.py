@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from anygpt.data.build import (DataMismatch, MixSource, Pair, Sample, check_data_info, mix, parse_reference_line,
+from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sample, build_pretrain_from_recipe,
+                               build_pretrain_from_reference, check_data_info, mix, parse_reference_line,
                                render_alignment)
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
@@ -106,7 +107,9 @@ def test_reference_template_masks_response_eos_and_end_of_sequence(grown_referen
     t = get_template("anygpt-pretrain")
     pair = Pair("s", "speech", [5, 6, 7], "hello world")
     r = render_alignment(pair, "t2x", t, tok, layout, random.Random(1))
-    assert _trained(r.input_ids, r.labels) == layout.span_ids("speech", [5, 6, 7]) + [layout.token_id("<eos>"), tok.eos_token_id]
+    # the reference writes "[MMGPT]: {X}": the space before the span belongs to the response
+    want = _text_ids(tok, " ") + layout.span_ids("speech", [5, 6, 7]) + [layout.token_id("<eos>"), tok.eos_token_id]
+    assert _trained(r.input_ids, r.labels) == want
     r = render_alignment(pair, "x2t", t, tok, layout, random.Random(1))
     want_text = _text_ids(tok, " hello world")
     assert _trained(r.input_ids, r.labels) == want_text + [layout.token_id("<eos>"), tok.eos_token_id]
@@ -179,9 +182,8 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
     # shards made by another tokenizer are refused, naming the shard
     recipe["datasets"][1]["fingerprint"] = "other"
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    proc = cli("build-data", "--stage", "pretrain", "--recipe", tmp_path / "recipe.yaml", "--tokenizer", tok_dir,
-               "--out", tmp_path / "out2", check=False)
-    assert proc.returncode == 2 and "s0.parquet" in proc.stderr and "other" in proc.stderr
+    with pytest.raises(FingerprintMismatch, match=r"s0\.parquet.*other"):
+        build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / "recipe.yaml"), tok, layout, tmp_path / "out2")
 
 
 def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):
@@ -209,7 +211,7 @@ def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):
             text = tok.decode(trained[:-2]).strip()
             seen.add((row["modality"], media[0][1], text))
         else:
-            assert trained[:-2] == layout.span_ids(row["modality"], media[0][1])
+            assert trained[:-2] == _text_ids(tok, " ") + layout.span_ids(row["modality"], media[0][1])
     assert seen == want
     assert sorted(set(ds["source"])) == sorted(f.stem for f in files)
 
@@ -217,15 +219,14 @@ def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):
 def test_bad_lines_name_file_and_line_or_are_recorded(grown_reference, tmp_path, cli):
     import datasets
 
-    tok_dir, _, _ = grown_reference
+    tok_dir, tok, layout = grown_reference
     good = (FIXTURES / "anygpt_pretrain_image.jsonl").read_text().splitlines()[0]
     bad = tmp_path / "mixed.jsonl"
     bad.write_text("\n".join([good, '{"text": "x", "image": "<soim><👀1><eoim"}', "not json", good]) + "\n")
     proc = cli("build-data", "--stage", "pretrain", "--anygpt-jsonl", bad, "--tokenizer", tok_dir,
                "--out", tmp_path / "o1", check=False)
     assert proc.returncode == 2 and f"{bad}:2:" in proc.stderr and not (tmp_path / "o1").exists()
-    cli("build-data", "--stage", "pretrain", "--anygpt-jsonl", bad, "--tokenizer", tok_dir, "--out", tmp_path / "o2",
-        "--skip-bad")
+    build_pretrain_from_reference([bad], tok, layout, tmp_path / "o2", skip_bad=True)
     errors = [json.loads(l) for l in (tmp_path / "o2" / "errors.jsonl").read_text().splitlines()]
     assert [e["where"] for e in errors] == [f"{bad}:2", f"{bad}:3"]
     assert len(datasets.load_from_disk(str(tmp_path / "o2"))) == 2
@@ -284,6 +285,6 @@ def test_reference_instruction_lines_ingest(grown_reference, tmp_path, cli):
     assert _find(trained, layout.span_ids("speech", [2, 2, 2]))
     assert layout.token_id("<-Ins->") in trained and layout.token_id("<-Res->") in trained
     assert not _find(trained, layout.span_ids("speech", [1, 1, 1]))  # the user's speech is context only
-    first = row["labels"].index(trained[0])
-    assert row["input_ids"][first - 2 : first] == [layout.token_id("[MMGPT]"), _text_ids(tok, ":")[-1]] or \
-        layout.token_id("[MMGPT]") in row["input_ids"][first - 3 : first]
+    first = next(i for i, l in enumerate(row["labels"]) if l != IGNORE_INDEX)
+    colon = _text_ids(tok, ":")
+    assert row["input_ids"][first - 1 - len(colon) : first] == [layout.token_id("[MMGPT]"), *colon]

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from anygpt.data.conversations import MediaRef, check_conversation, iter_conversations, split_media_refs
+from anygpt.data.conversations import iter_jsonl
 from anygpt.data.instructions import draw_instruction
 from anygpt.data.templates import MediaCodes, Message, Rendered, Template, get_template
 from anygpt.utils import atomic_write_text
@@ -217,6 +217,11 @@ class ErrorLog:
         self.skip = skip
         self.rows: list[dict] = []
 
+    def bad_line(self, err: ValueError) -> None:
+        """A ValueError whose message starts with ``file:line: ``."""
+        where, _, reason = str(err).partition(": ")
+        self.bad(where, reason)
+
     def bad(self, where: str, reason: str, **extra: Any) -> None:
         if not self.skip:
             raise ValueError(f"{where}: {reason} (use --skip-bad to record bad lines and go on)")
@@ -231,20 +236,18 @@ def reference_jsonl_pairs(files: Sequence[str | os.PathLike], layout: VocabLayou
     """Pairs of the reference's pretokenized JSONL files; bad lines name ``file:line``."""
     pairs = []
     for f in files:
-        try:
-            for lineno, obj in iter_conversations(f):
-                try:
-                    p = parse_reference_line(obj, layout)
-                except (ValueError, KeyError) as e:
-                    errors.bad(f"{f}:{lineno}", str(e))
-                    continue
-                p.id = p.id or f"{Path(f).stem}:{lineno}"
-                p.source = Path(f).stem
-                pairs.append(p)
-        except ValueError as e:  # invalid JSON: read_jsonl names file:line
-            if not errors.skip:
-                raise
-            errors.bad(str(e).split(": ", 1)[0], str(e).split(": ", 1)[-1])
+        for lineno, obj in iter_jsonl(f):
+            if isinstance(obj, ValueError):
+                errors.bad_line(obj)
+                continue
+            try:
+                p = parse_reference_line(obj, layout)
+            except (ValueError, KeyError) as e:
+                errors.bad(f"{f}:{lineno}", str(e))
+                continue
+            p.id = p.id or f"{Path(f).stem}:{lineno}"
+            p.source = Path(f).stem
+            pairs.append(p)
     return pairs
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from anygpt.utils import read_jsonl
 
 MEDIA_REF = re.compile(r"<(image|speech|music):([^<>\n]+)>")
 
@@ -83,9 +82,24 @@ def check_conversation(obj: dict) -> list[list[dict]]:
     return convs
 
 
-def iter_conversations(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """``(line_number, object)`` of a conversations file (JSON errors name file:line)."""
-    yield from read_jsonl(path)
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | ValueError]]:
+    """``(line_number, object)`` per non-empty line; a line that is not a JSON object yields a
+    ValueError naming ``file:line`` instead of ending the file, so batch jobs can go on."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield n, ValueError(f"{path}:{n}: not valid JSON ({e.msg})")
+                continue
+            if not isinstance(obj, dict):
+                yield n, ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield n, obj
 
 
 def referenced_media(convs: Sequence[Sequence[dict]]) -> list[MediaRef]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from anygpt.data.build import ErrorLog, Sample, check_template, data_info, default_template, write_dataset
-from anygpt.data.conversations import MediaRef, check_conversation, iter_conversations, split_media_refs
+from anygpt.data.conversations import MediaRef, check_conversation, iter_jsonl, split_media_refs
 from anygpt.data.templates import MediaCodes, Message, get_template, voice_response
 from anygpt.vocab import VocabLayout
 
@@ -156,18 +156,16 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
     lines: list[tuple[str, int, Path, list[list[dict]], str]] = []
     for f in files:
         base = Path(f).resolve().parent
-        try:
-            for lineno, obj in iter_conversations(f):
-                try:
-                    convs = check_conversation(obj)
-                except ValueError as e:
-                    errors.bad(f"{f}:{lineno}", str(e))
-                    continue
-                lines.append((str(f), lineno, base, convs, str(obj.get("id", lineno))))
-        except ValueError as e:
-            if not skip_bad:
-                raise
-            errors.bad(str(e).split(": ", 1)[0], str(e).split(": ", 1)[-1])
+        for lineno, obj in iter_jsonl(f):
+            if isinstance(obj, ValueError):
+                errors.bad_line(obj)
+                continue
+            try:
+                convs = check_conversation(obj)
+            except ValueError as e:
+                errors.bad(f"{f}:{lineno}", str(e))
+                continue
+            lines.append((str(f), lineno, base, convs, str(obj.get("id", lineno))))
     refs = [(r.modality, _ref_path(r, base), r.path) for _, _, base, convs, _ in lines
             for conv in convs for turn in conv for r in split_media_refs(turn["message"]) if isinstance(r, MediaRef)]
     resolver.resolve(refs)
