@@ -62,18 +62,17 @@ def _envelope(n: int, sr: int, attack: float, decay: float | None) -> np.ndarray
 
 
 def _karplus_strong(freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Plucked string: y[t] = 0.996 * (y[t-P] + y[t-P-1]) / 2 after a burst of noise, computed a
+    period at a time (each block reads only samples written before it)."""
     period = max(2, int(round(sr / freq)))
-    out = np.empty(n + period, dtype=np.float64)
-    out[:period] = rng.uniform(-1, 1, period)
-    pos = period
-    while pos < n + period:  # block-wise: each block depends only on the previous period
-        m = min(period, n + period - pos)
-        prev = out[pos - period : pos - period + m + 1]
-        if len(prev) < m + 1:
-            prev = np.append(prev, prev[-1])
-        out[pos : pos + m] = 0.996 * 0.5 * (prev[:m] + prev[1 : m + 1])
+    out = np.zeros(n + period + 1, dtype=np.float64)  # out[0] is a zero before the burst
+    out[1 : period + 1] = rng.uniform(-1, 1, period)
+    pos = period + 1
+    while pos < len(out):
+        m = min(period, len(out) - pos)
+        out[pos : pos + m] = 0.996 * 0.5 * (out[pos - period : pos - period + m] + out[pos - period - 1 : pos - period - 1 + m])
         pos += m
-    return out[period:] * _envelope(n, sr, 0.002, None)
+    return out[period + 1 :] * _envelope(n, sr, 0.002, None)
 
 
 def render_note(instrument: str, freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
