@@ -288,3 +288,39 @@ def test_reference_instruction_lines_ingest(grown_reference, tmp_path, cli):
     first = next(i for i, l in enumerate(row["labels"]) if l != IGNORE_INDEX)
     colon = _text_ids(tok, ":")
     assert row["input_ids"][first - 1 - len(colon) : first] == [layout.token_id("[MMGPT]"), *colon]
+
+
+def test_sft_finds_media_codes_in_shards_by_path_and_refuses_foreign_shards(grown_default, tmp_path):
+    import datasets
+    from PIL import Image
+
+    _, tok, layout = grown_default
+    img = tmp_path / "pic.png"
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(img)
+    write_shard(tmp_path / "shards" / "s.parquet", [{"id": "pic", "modality": "image", "codes": [9, 8, 7],
+                                                     "text": "white", "source": str(img)}],
+                {"fingerprint": "fp-a", "backend": "x", "modality": "image", "codebook_size": 64})
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"id": 1, "conversation": [[{"role": "user", "message": "draw white"},
+                                                         {"role": "assistant", "message": "<image:pic.png>"}]]}) + "\n")
+    out = build_sft([f], tok, layout, tmp_path / "o", shards={"image": tmp_path / "shards"})
+    row = datasets.load_from_disk(str(out))[0]
+    end = layout.token_id("<|end|>")
+    assert _trained(row["input_ids"], row["labels"]) == layout.span_ids("image", [9, 8, 7]) + [end]
+    assert json.loads((out / "anygpt_data.json").read_text())["tokenizers"] == {"image": "fp-a"}
+    fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
+    with pytest.raises(FingerprintMismatch):
+        build_sft([f], tok, layout, tmp_path / "o2", tokenizers={"image": fake}, shards={"image": tmp_path / "shards"})
+
+
+def test_voice_chat_target_masks_the_reference_form(grown_default):
+    from anygpt.data.sft import voice_chat_messages
+    from anygpt.data.templates import MediaCodes
+
+    _, tok, layout = grown_default
+    msgs = voice_chat_messages(MediaCodes("speech", [1, 2]), "how are you", "fine thanks", MediaCodes("speech", [3, 4]))
+    r = get_template("chat").render(msgs, tok, layout)
+    trained = _trained(r.input_ids, r.labels)
+    assert trained[-1] == layout.token_id("<|end|>") and trained[-1 - 4 : -1] == layout.span_ids("speech", [3, 4])
+    assert trained.count(layout.token_id("<-Ins->")) == 1 and trained.count(layout.token_id("<-Res->")) == 1
+    assert _find(r.input_ids, layout.span_ids("speech", [1, 2])) and not _find(trained, layout.span_ids("speech", [1, 2]))
