@@ -4,11 +4,11 @@ honours the descriptions, resumes after a kill, and survives a malformed text-mo
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from anygpt.data.conversations import check_conversation, referenced_media, split_media_refs
 from anygpt.data.shapes import analyse_image
@@ -97,7 +97,7 @@ def test_rendered_images_follow_their_descriptions(synthesized):
         for turn in json.loads(line)["conversation"][0]:
             if turn["role"] == "assistant" and turn["message"].startswith("Sure, here is"):
                 said, ref = split_media_refs(turn["message"])[:2]
-                got = analyse_image(__import__("PIL.Image").Image.open(out / ref.path))
+                got = analyse_image(Image.open(out / ref.path))
                 assert f"{got['colour']} {got['shape']}" in said
                 checked += 1
     assert checked >= 1

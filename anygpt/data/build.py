@@ -27,13 +27,13 @@ import json
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from anygpt.data.conversations import iter_jsonl
 from anygpt.data.instructions import draw_instruction
-from anygpt.data.templates import MediaCodes, Message, Rendered, Template, get_template
+from anygpt.data.templates import MediaCodes, Message, Template, get_template
 from anygpt.utils import atomic_write_text
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 

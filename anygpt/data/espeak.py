@@ -42,17 +42,8 @@ class _Engine:
     """The process-wide eSpeak NG instance."""
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-        except ImportError as e:  # pragma: no cover
-            raise TTSError("speech synthesis needs the espeakng-loader wheel (pip install espeakng-loader)") from e
-        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                          ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        self.lib = _library()
+        self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, _DATA_PATH[0].encode(), 0)
         if self.sample_rate <= 0:
             raise TTSError(f"espeak_Initialize failed ({self.sample_rate})")
         self._chunks: list[np.ndarray] = []
@@ -81,6 +72,30 @@ class _Engine:
         return pcm
 
 
+_LIB: ctypes.CDLL | None = None
+_DATA_PATH: list[str] = []
+
+
+def _library() -> ctypes.CDLL:
+    """dlopen libespeak-ng once, in the parent: forked children only call into it (no imports or
+    dlopen after fork), and the library's state stays pristine until someone initialises it."""
+    global _LIB
+    if _LIB is None:
+        try:
+            import espeakng_loader
+        except ImportError as e:  # pragma: no cover
+            raise TTSError("speech synthesis needs the espeakng-loader wheel (pip install espeakng-loader)") from e
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        _DATA_PATH[:] = [espeakng_loader.get_data_path()]
+        _LIB = lib
+    return _LIB
+
+
 _ENGINE: _Engine | None = None
 
 
@@ -103,6 +118,9 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 def _synth_in_child(text: str, voice: str, rate: int) -> tuple[np.ndarray, int]:
     """Fork; the child initialises eSpeak from scratch, speaks, and pipes the PCM back."""
+    if _ENGINE is not None:
+        raise TTSError("eSpeak NG was already used in this process (isolated=False); isolated calls would inherit its state")
+    _library()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
