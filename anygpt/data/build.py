@@ -333,7 +333,9 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
         raise FileExistsError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
     cols: dict[str, list] = {"input_ids": [], "labels": [], "modality": [], "direction": [], "source": [], "length": []}
     counts: dict[str, dict[str, int]] = {}
-    for s in samples:
+    from tqdm import tqdm
+
+    for s in tqdm(samples, desc="building samples", unit="sample", disable=None):
         cols["input_ids"].append(s.input_ids)
         cols["labels"].append(s.labels)
         cols["modality"].append(s.modality)

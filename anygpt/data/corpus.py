@@ -204,11 +204,12 @@ def build_corpus(
 ) -> dict[str, dict[str, Path]]:
     """Write the corpus under ``out_dir`` and return ``{modality|"conversations": {split: manifest}}``.
 
-    ``n_per_modality``: train items per modality (default 200 each; 0 leaves one out).
+    ``n_per_modality``: train items per modality (default 200 each; a modality missing from the
+    dict, or 0, is left out).
     ``n_eval``: eval items per modality (an int for all, or a dict). ``n_conversations``: train
     conversations (default: as many as image items; eval gets ``max(n_eval)``)."""
     out = Path(out_dir)
-    counts = {"image": 200, "speech": 200, "music": 200, **(n_per_modality or {})}
+    counts = dict(n_per_modality) if n_per_modality is not None else {m: 200 for m in MODALITIES}
     unknown = set(counts) - set(MODALITIES)
     if unknown:
         raise ValueError(f"unknown modality {sorted(unknown)}; known: {', '.join(MODALITIES)}")
