@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if not 0.0 <= args.t2x_prob <= 1.0:
                 raise CLIError("--t2x-prob must be in [0, 1]")
-            out = build_pretrain_from_reference(args.anygpt_jsonl, tok, layout, args.out, args.template or "anygpt-pretrain",
+            out = build_pretrain_from_reference(args.anygpt_jsonl, tok, layout, args.out, args.template,
                                                 args.t2x_prob, args.both_directions, args.seed, args.loss_on,
                                                 args.skip_bad, args.overwrite)
     else:

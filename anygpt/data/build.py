@@ -84,9 +84,11 @@ def load_grown_tokenizer(directory: str | os.PathLike):
     return tok, layout
 
 
-def default_template(layout: VocabLayout) -> str:
-    """The template that matches a layout profile."""
-    return {"default": "chat", "anygpt": "anygpt-pretrain", "anygpt-chat": "anygpt-chat"}[layout.profile]
+def default_template(layout: VocabLayout, stage: str) -> str:
+    """The template that matches a layout profile for ``stage`` (``pretrain`` or ``sft``)."""
+    if layout.profile == "default":
+        return "chat"
+    return "anygpt-pretrain" if stage == "pretrain" else "anygpt-chat"
 
 
 def check_template(template: Template, layout: VocabLayout) -> None:
@@ -415,7 +417,7 @@ def _limit(sample: Sample, max_length: int | None, errors: ErrorLog) -> bool:
 def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
                                skip_bad: bool = False, overwrite: bool = False) -> Path:
     """Alignment samples from code shards, mixed by the recipe's weights."""
-    template = get_template(recipe.template or default_template(layout))
+    template = get_template(recipe.template or default_template(layout, "pretrain"))
     check_template(template, layout)
     errors = ErrorLog(skip_bad or recipe.max_length is not None)
     sources, fingerprints = [], {}
@@ -451,11 +453,12 @@ def _pair_maker(pairs: Sequence[Pair], source: str, t2x_prob: float, template: T
 
 
 def build_pretrain_from_reference(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout,
-                                  out_dir: str | os.PathLike, template_name: str = "anygpt-pretrain",
+                                  out_dir: str | os.PathLike, template_name: str | None = None,
                                   t2x_prob: float = 0.5, both_directions: bool = False, seed: int = 0,
                                   loss_on: str = "assistant", skip_bad: bool = False, overwrite: bool = False) -> Path:
-    """Ingest the reference's pretokenized JSONL (codes as token strings; layout ``anygpt``)."""
-    template = get_template(template_name)
+    """Ingest the reference's pretokenized JSONL (codes as token strings). The template defaults to
+    ``anygpt-pretrain`` on the reference's layouts and ``chat`` on ours (same token strings)."""
+    template = get_template(template_name or default_template(layout, "pretrain"))
     check_template(template, layout)
     errors = ErrorLog(skip_bad)
     pairs = reference_jsonl_pairs(files, layout, errors)

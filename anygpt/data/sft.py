@@ -147,7 +147,7 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
               template_name: str | None = None, max_length: int | None = None, skip_bad: bool = False,
               overwrite: bool = False) -> Path:
     """Render every conversation of ``files`` (one sample each; loss on assistant turns)."""
-    template = get_template(template_name or default_template(layout))
+    template = get_template(template_name or default_template(layout, "sft"))
     if template.name == "anygpt-pretrain":
         raise ValueError("template anygpt-pretrain renders single pairs; use anygpt-chat or chat for conversations")
     check_template(template, layout)
