@@ -133,6 +133,21 @@ def _foreground(pixels: np.ndarray, background: np.ndarray, threshold: float = 6
     return np.linalg.norm(pixels - background, axis=-1) > threshold
 
 
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """Drop speckles (a 3×3 opening) and keep the largest connected region: generated images are
+    noisy, and one stray pixel would stretch the bounding box."""
+    from scipy import ndimage
+
+    opened = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
+    if opened.sum() >= 4:
+        mask = opened
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == (int(sizes.argmax()) + 1)
+    return mask
+
+
 def _normalised_mask(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
@@ -143,16 +158,16 @@ def _normalised_mask(mask: np.ndarray) -> np.ndarray:
 def analyse_image(img: Image.Image | np.ndarray) -> dict[str, object]:
     """Recover ``{"colour", "shape"}`` (+ ``"background"``, ``"confidence"``) from an image.
 
-    Background = median border colour; foreground = pixels far from it; colour = the most common
-    nearest palette entry over the foreground; shape = best IoU of the bbox-normalised foreground
-    against the canonical masks. Images with no foreground give ``None`` for colour and shape."""
+    Background = median border colour; foreground = pixels far from it, cleaned of speckles, largest
+    region; colour = the most common nearest palette entry over the foreground; shape = best IoU of
+    the bbox-normalised foreground against the canonical masks. Images with no foreground give ``None`` for colour and shape."""
     arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.float32)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"analyse_image expects an RGB image, got array of shape {arr.shape}")
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     bg = np.median(border, axis=0)
     bg_name = min(BACKGROUNDS, key=lambda k: float(np.linalg.norm(np.array(BACKGROUNDS[k]) - bg)))
-    mask = _foreground(arr, bg)
+    mask = _clean(_foreground(arr, bg))
     if mask.sum() < 4:
         return {"colour": None, "shape": None, "background": bg_name, "confidence": 0.0}
     fg = arr[mask]
