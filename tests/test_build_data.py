@@ -257,6 +257,8 @@ def test_sft_mask_covers_exactly_assistant_turns(grown_default, tmp_path):
     fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
     with pytest.raises(ValueError, match=rf"{f}:3: .*missing.png"):
         build_sft([f], tok, layout, tmp_path / "x", tokenizers={"image": fake})
+    with open(f, "a") as fh:
+        fh.write('{"id": 4, "conversation": [[]]}\n')
     out = build_sft([f], tok, layout, tmp_path / "sft", tokenizers={"image": fake}, skip_bad=True)
     ds = datasets.load_from_disk(str(out))
     assert len(ds) == 2 and ds["direction"] == ["chat", "chat"] and ds["modality"] == ["image", "speech"]
@@ -267,7 +269,9 @@ def test_sft_mask_covers_exactly_assistant_turns(grown_default, tmp_path):
     assert _find(ds[0]["input_ids"], white) and not _find(_trained(ds[0]["input_ids"], ds[0]["labels"]), white)
     assert _trained(ds[1]["input_ids"], ds[1]["labels"]) == _text_ids(tok, "hello") + [end]
     assert _find(ds[1]["input_ids"], layout.span_ids("speech", [1, 2]))
-    assert "missing.png" in (out / "errors.jsonl").read_text()
+    errors = [json.loads(l) for l in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["where"] for e in errors) == [f"{f}:3", f"{f}:4"]  # each bad line once
+    assert "missing.png" in errors[[e["where"] for e in errors].index(f"{f}:3")]["error"]
 
 
 def test_reference_instruction_lines_ingest(grown_reference, tmp_path, cli):

@@ -10,7 +10,7 @@ renderer, so no prompt string with thousands of media token strings is ever buil
 - Mixture: datasets are interleaved so that each one's share of samples (``mix_by: samples``) or
   of tokens (``mix_by: tokens``) follows its weight: at every step the dataset furthest below its
   share is drawn next (exact up to one sample); each dataset is walked in a reshuffled order per
-  epoch.
+  epoch. Everything streams: samples are rendered, written in Arrow chunks and never all held.
 - SFT: AnyInstruct conversations (:mod:`anygpt.data.conversations`); media by path are encoded
   with the modality's tokenizer (batched) or found in code shards; loss on assistant turns only.
 
@@ -22,6 +22,7 @@ training checks with :func:`check_data_info`.
 
 from __future__ import annotations
 
+import collections.abc
 import hashlib
 import json
 import os
@@ -134,12 +135,14 @@ class MixSource:
 
 
 def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | None = None,
-        num_tokens: int | None = None, seed: int = 0, shuffle: bool = True) -> Iterator[Sample]:
+        num_tokens: int | None = None, seed: int = 0) -> Iterator[Sample]:
     """Interleave ``sources`` so each one's share of samples or tokens follows its weight.
 
     Stops after ``num_samples`` samples or once ``num_tokens`` tokens were produced (default: as
     many samples as all sources hold together). Greedy deficit scheduling keeps every prefix of
-    the stream within one sample of the target shares; the returned order is then shuffled."""
+    the stream within one sample of the target shares, so the stream is already interleaved and is
+    yielded as it is made (memory stays flat); each source is walked in a reshuffled order per epoch
+    and directions are drawn per sample."""
     if by not in ("samples", "tokens"):
         raise ValueError(f"mix_by must be samples or tokens, not {by!r}")
     sources = [s for s in sources if s.weight > 0]
@@ -156,7 +159,6 @@ def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | No
     orders: list[list[int]] = [[] for _ in sources]
     produced = [0.0] * len(sources)
     n_out, tokens_out = 0, 0
-    out: list[Sample] = []
     while (num_samples is None or n_out < num_samples) and (num_tokens is None or tokens_out < num_tokens):
         total = sum(produced)
         i = max(range(len(sources)), key=lambda k: (shares[k] * total - produced[k], shares[k]))
@@ -167,30 +169,42 @@ def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | No
         produced[i] += len(sample) if by == "tokens" else 1
         n_out += 1
         tokens_out += len(sample)
-        out.append(sample)
-    if shuffle:
-        rng.shuffle(out)
-    yield from out
+        yield sample
 
 
 # ---------------------------------------------------------------- pretraining: sources
+class ShardPairs(collections.abc.Sequence):
+    """The pairs of a code-shard dataset, read lazily from the memory-mapped Arrow table (rows
+    without text are left out)."""
+
+    def __init__(self, ds, modality: str, where: str):
+        self.ds, self.modality, self.where = ds, modality, where
+        texts = ds["text"]
+        self.rows = [i for i, t in enumerate(texts) if t]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Pair:  # type: ignore[override]
+        row = self.ds[self.rows[i]]
+        if row["modality"] != self.modality:
+            raise ValueError(f"{self.where}: row {row['id']} is {row['modality']}, the recipe says {self.modality}")
+        return Pair(row["id"], self.modality, row["codes"], row["text"])
+
+
 def pairs_from_shards(src: str | os.PathLike, modality: str, expect_fingerprint: str | None = None
-                      ) -> tuple[list[Pair], str | None]:
-    """Pairs of the code shards in ``src`` (rows without text are left out) and their fingerprint."""
+                      ) -> tuple[ShardPairs, str | None]:
+    """Pairs of the code shards in ``src`` and the fingerprint of the tokenizer that made them."""
     from anygpt.data.shards import load_shards, read_meta, shard_files
 
     files = shard_files(src)
     fps = {read_meta(f).get("fingerprint") for f in files}
     if len(fps) > 1:
         raise ValueError(f"{src}: shards made by different tokenizers ({sorted(map(str, fps))})")
-    ds = load_shards(files, expect_fingerprint=expect_fingerprint)
-    pairs = []
-    for row in ds:
-        if row["modality"] != modality:
-            raise ValueError(f"{src}: row {row['id']} is {row['modality']}, the recipe says {modality}")
-        if row["text"]:
-            pairs.append(Pair(row["id"], modality, row["codes"], row["text"]))
-    return pairs, fps.pop()
+    mods = {read_meta(f).get("modality") for f in files} - {None}
+    if mods and mods != {modality}:
+        raise ValueError(f"{src}: shards hold {sorted(mods)}, the recipe says {modality}")
+    return ShardPairs(load_shards(files, expect_fingerprint=expect_fingerprint), modality, str(src)), fps.pop()
 
 
 def parse_reference_line(obj: dict, layout: VocabLayout) -> Pair:
@@ -234,9 +248,8 @@ class ErrorLog:
             atomic_write_text(out_dir / ERRORS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows))
 
 
-def reference_jsonl_pairs(files: Sequence[str | os.PathLike], layout: VocabLayout, errors: ErrorLog) -> list[Pair]:
-    """Pairs of the reference's pretokenized JSONL files; bad lines name ``file:line``."""
-    pairs = []
+def reference_jsonl_pairs(files: Sequence[str | os.PathLike], layout: VocabLayout, errors: ErrorLog) -> Iterator[Pair]:
+    """Pairs of the reference's pretokenized JSONL files, streamed; bad lines name ``file:line``."""
     for f in files:
         for lineno, obj in iter_jsonl(f):
             if isinstance(obj, ValueError):
@@ -249,8 +262,7 @@ def reference_jsonl_pairs(files: Sequence[str | os.PathLike], layout: VocabLayou
                 continue
             p.id = p.id or f"{Path(f).stem}:{lineno}"
             p.source = Path(f).stem
-            pairs.append(p)
-    return pairs
+            yield p
 
 
 # ---------------------------------------------------------------- recipe
@@ -325,7 +337,7 @@ def text_tokenizer_fingerprint(tokenizer) -> str:
 
 
 def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: dict, errors: ErrorLog | None = None,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, chunk_rows: int = 4096) -> Path:
     """Save samples as a Hugging Face dataset + ``anygpt_data.json``; the folder appears complete
     or not at all (built beside it, then renamed)."""
     import datasets
@@ -333,23 +345,6 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
-    cols: dict[str, list] = {"input_ids": [], "labels": [], "modality": [], "direction": [], "source": [], "length": []}
-    counts: dict[str, dict[str, int]] = {}
-    from tqdm import tqdm
-
-    for s in tqdm(samples, desc="building samples", unit="sample", disable=None):
-        cols["input_ids"].append(s.input_ids)
-        cols["labels"].append(s.labels)
-        cols["modality"].append(s.modality)
-        cols["direction"].append(s.direction)
-        cols["source"].append(s.source)
-        cols["length"].append(len(s))
-        c = counts.setdefault(s.source, {"samples": 0, "tokens": 0, "loss_tokens": 0})
-        c["samples"] += 1
-        c["tokens"] += len(s)
-        c["loss_tokens"] += sum(1 for x in s.labels if x != -100)
-    if not cols["length"]:
-        raise ValueError("no samples to write (every input was empty or bad)")
     features = datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "labels": datasets.Sequence(datasets.Value("int32")),
@@ -358,11 +353,33 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
         "source": datasets.Value("string"),
         "length": datasets.Value("int32"),
     })
-    ds = datasets.Dataset.from_dict(cols, features=features)
+    names = list(features)
+    cols: dict[str, list] = {k: [] for k in names}
+    chunks: list = []  # Arrow tables (compact int32), not Python lists
+    counts: dict[str, dict[str, int]] = {}
+    n_tokens = 0
+    from tqdm import tqdm
+
+    for s in tqdm(samples, desc="building samples", unit="sample", disable=None):
+        for k, v in zip(names, (s.input_ids, s.labels, s.modality, s.direction, s.source, len(s))):
+            cols[k].append(v)
+        c = counts.setdefault(s.source, {"samples": 0, "tokens": 0, "loss_tokens": 0})
+        c["samples"] += 1
+        c["tokens"] += len(s)
+        c["loss_tokens"] += sum(1 for x in s.labels if x != -100)
+        n_tokens += len(s)
+        if len(cols["length"]) >= chunk_rows:
+            chunks.append(datasets.Dataset.from_dict(cols, features=features))
+            cols = {k: [] for k in names}
+    if cols["length"]:
+        chunks.append(datasets.Dataset.from_dict(cols, features=features))
+    if not chunks:
+        raise ValueError("no samples to write (every input was empty or bad)")
+    ds = chunks[0] if len(chunks) == 1 else datasets.concatenate_datasets(chunks)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
-    info = {**info, "num_samples": len(ds), "num_tokens": int(sum(cols["length"])), "sources": counts,
+    info = {**info, "num_samples": len(ds), "num_tokens": n_tokens, "sources": counts,
             "errors": len(errors.rows) if errors else 0}
     atomic_write_text(tmp / DATA_INFO_FILE, json.dumps(info, indent=1, ensure_ascii=False))
     if errors:
@@ -461,13 +478,13 @@ def build_pretrain_from_reference(files: Sequence[str | os.PathLike], tokenizer,
     template = get_template(template_name or default_template(layout, "pretrain"))
     check_template(template, layout)
     errors = ErrorLog(skip_bad)
-    pairs = reference_jsonl_pairs(files, layout, errors)
     rng = random.Random(seed)
-    samples = []
-    for p in pairs:
-        directions = DIRECTIONS if both_directions else (draw_direction(rng, t2x_prob),)
-        for d in directions:
-            samples.append(render_alignment(p, d, template, tokenizer, layout, rng, p.source, loss_on))
+
+    def samples() -> Iterator[Sample]:
+        for p in reference_jsonl_pairs(files, layout, errors):
+            for d in DIRECTIONS if both_directions else (draw_direction(rng, t2x_prob),):
+                yield render_alignment(p, d, template, tokenizer, layout, rng, p.source, loss_on)
+
     info = data_info("pretrain", tokenizer, layout, template, {}, inputs=[str(f) for f in files], seed=seed,
                      t2x_prob=t2x_prob, both_directions=both_directions)
-    return write_dataset(samples, out_dir, info, errors, overwrite)
+    return write_dataset(samples(), out_dir, info, errors, overwrite)

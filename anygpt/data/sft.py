@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from anygpt.data.build import ErrorLog, Sample, check_template, data_info, default_template, write_dataset
 from anygpt.data.conversations import MediaRef, check_conversation, iter_jsonl, split_media_refs
@@ -153,35 +153,47 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
     check_template(template, layout)
     errors = ErrorLog(skip_bad)
     resolver = MediaResolver(tokenizers, shards)
-    lines: list[tuple[str, int, Path, list[list[dict]], str]] = []
-    for f in files:
-        base = Path(f).resolve().parent
-        for lineno, obj in iter_jsonl(f):
-            if isinstance(obj, ValueError):
-                errors.bad_line(obj)
-                continue
-            try:
-                convs = check_conversation(obj)
-            except ValueError as e:
-                errors.bad(f"{f}:{lineno}", str(e))
-                continue
-            lines.append((str(f), lineno, base, convs, str(obj.get("id", lineno))))
-    refs = [(r.modality, _ref_path(r, base), r.path) for _, _, base, convs, _ in lines
+
+    def valid_lines() -> Iterator[tuple[str, int, Path, list[list[dict]], str]]:
+        """Conversations of every good line; bad ones are reported on the first pass only."""
+        for f in files:
+            base = Path(f).resolve().parent
+            for lineno, obj in iter_jsonl(f):
+                try:
+                    if isinstance(obj, ValueError):
+                        raise obj
+                    convs = check_conversation(obj)
+                except ValueError as e:
+                    if first_pass:
+                        if str(e).startswith(f"{f}:{lineno}: "):
+                            errors.bad_line(e)
+                        else:
+                            errors.bad(f"{f}:{lineno}", str(e))
+                    continue
+                yield str(f), lineno, base, convs, str(obj.get("id", lineno))
+
+    # pass 1: validate and collect media references, so files are encoded in batches, once each
+    first_pass = True
+    refs = [(r.modality, _ref_path(r, base), r.path) for _, _, base, convs, _ in valid_lines()
             for conv in convs for turn in conv for r in split_media_refs(turn["message"]) if isinstance(r, MediaRef)]
     resolver.resolve(refs)
-    samples = []
-    for f, lineno, base, convs, cid in lines:
-        for k, conv in enumerate(convs):
-            where = f"{f}:{lineno}"
-            try:
-                r = template.render(conversation_messages(conv, base, resolver), tokenizer, layout, loss_on="assistant")
-            except (ValueError, KeyError, TypeError) as e:
-                errors.bad(where, str(e.args[0] if isinstance(e, KeyError) and e.args else e))
-                continue
-            if max_length is not None and len(r) > max_length:
-                errors.bad(where, f"{len(r)} tokens > max_length {max_length}")
-                continue
-            samples.append(Sample(r.input_ids, r.labels, _modalities(r.input_ids, layout), "chat", Path(f).stem,
-                                  f"{cid}#{k}" if len(convs) > 1 else cid))
+    first_pass = False
+
+    def samples() -> Iterator[Sample]:  # pass 2: render, streamed
+        for f, lineno, base, convs, cid in valid_lines():
+            for k, conv in enumerate(convs):
+                where = f"{f}:{lineno}"
+                try:
+                    r = template.render(conversation_messages(conv, base, resolver), tokenizer, layout,
+                                        loss_on="assistant")
+                except (ValueError, KeyError, TypeError) as e:
+                    errors.bad(where, str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+                    continue
+                if max_length is not None and len(r) > max_length:
+                    errors.bad(where, f"{len(r)} tokens > max_length {max_length}")
+                    continue
+                yield Sample(r.input_ids, r.labels, _modalities(r.input_ids, layout), "chat", Path(f).stem,
+                             f"{cid}#{k}" if len(convs) > 1 else cid)
+
     info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files])
-    return write_dataset(samples, out_dir, info, errors, overwrite)
+    return write_dataset(samples(), out_dir, info, errors, overwrite)
