@@ -18,6 +18,7 @@ COMMANDS = {
     "fit-tokenizer": "fit_tokenizer",
     "tokenize": "tokenize_media",
     "detokenize": "detokenize",
+    "build-data": "build_data",
 }
 
 
