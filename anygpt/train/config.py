@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -139,6 +140,7 @@ def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
         raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = set(data) - set(fields)
     if unknown:
         raise ValueError(f"unknown config key {where}{sorted(unknown)[0]!s}; valid: {', '.join(sorted(fields))}")
@@ -148,8 +150,32 @@ def _build(cls, data: dict, where: str):
         if dataclasses.is_dataclass(default) and value is not None:
             kw[name] = _build(type(default), value, f"{where}{name}.")
         else:
-            kw[name] = value
+            kw[name] = _coerce(value, hints[name], f"{where}{name}")
     return cls(**kw)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Numbers written as YAML strings (``1e-4`` is a string in YAML 1.1) become numbers; a
+    value of the wrong kind is an error naming the key."""
+    args = set(typing.get_args(hint)) or {hint}
+    if value is None or isinstance(value, (dict, list)):
+        return value
+    for kind in (bool, int, float):
+        if kind in args:
+            if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+                return value
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str) and kind is not bool:
+                try:
+                    return kind(value)
+                except ValueError:
+                    continue
+    if str in args and isinstance(value, (str, int, float)):
+        return str(value)
+    if args & {bool, int, float}:
+        raise ValueError(f"config key {key}: expected {' or '.join(sorted(a.__name__ for a in args if a is not type(None)))}, got {value!r}")
+    return value
 
 
 def _set_dotted(d: dict, key: str, value: Any) -> None:

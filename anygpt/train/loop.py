@@ -156,7 +156,7 @@ def run(cfg: TrainConfig) -> Path | None:
     loader = MixtureLoader(
         [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
         cfg.data.seq_len, cfg.data.pack, pad_id, cfg.seed, rank, world, True, cfg.data.samples_per_epoch, cfg.data.prefetch)
-    val_loaders = {Path(p).name: MixtureLoader([load_dataset_dir(p)], None, cfg.deepspeed.micro_batch_size, cfg.data.seq_len,
+    val_loaders = {Path(p).name: MixtureLoader([load_dataset_dir(p)], None, 1, cfg.data.seq_len,
                                                cfg.data.pack, pad_id, cfg.seed, rank, world, False, None, 0)
                    for p in cfg.data.val}
 
