@@ -19,11 +19,11 @@ TINY_MODEL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
               "num_key_value_heads": 2, "max_position_embeddings": 256}
 
 
-def write_recipe(tmp: Path, data: dict, **over) -> Path:
+def write_recipe(tmp: Path, tiny: dict, **over) -> Path:
     recipe = {
         "out_dir": str(tmp / "run"), "steps": 8, "seed": 0,
-        "model": {"tokenizer": data["tokenizer"], "from_config": TINY_MODEL},
-        "data": {"train": data["train"], "weights": [0.5, 0.5], "seq_len": 128},
+        "model": {"tokenizer": tiny["tokenizer"], "from_config": TINY_MODEL},
+        "data": {"train": tiny["train"], "weights": [0.5, 0.5], "seq_len": 128},
         "optim": {"lr": 3e-3, "warmup_steps": 1},
         "deepspeed": {"zero_stage": 2, "precision": "fp32", "micro_batch_size": 4, "grad_accum": 1},
         "checkpoint": {"every": 0, "keep_last": 2},
@@ -101,8 +101,14 @@ def test_zero3_two_ranks_trains_and_export_generates(tiny_train_data, tmp_path):
     layout = tiny_train_data["layout"]
     assert model.get_input_embeddings().weight.shape[0] == layout.padded_vocab_size
     ids = torch.tensor([[1, 5, 6, 7, layout.start_id("image")]])
-    gen = model.generate(ids, max_new_tokens=5, do_sample=False)
+    gen = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     assert gen.shape == (1, 10)
+    from datasets import load_from_disk
+
+    rows = load_from_disk(tiny_train_data["train"][0])[:8]
+    with torch.no_grad():
+        losses = [model(input_ids=torch.tensor([i]), labels=torch.tensor([l])).loss for i, l in zip(rows["input_ids"], rows["labels"])]
+    assert float(sum(losses) / len(losses)) < recs[0]["loss"] - 0.3
     bundle = load_bundle(out / "export", with_tokenizers=False)
     assert bundle.generation == {"image": {"temperature": 0.9}} and bundle.layout == layout
     state = torch.load(out / "checkpoints" / "step00000008" / "zero_pp_rank_0_mp_rank_00_model_states.pt", weights_only=False)

@@ -121,6 +121,20 @@ def validate(engine, loaders: dict[str, MixtureLoader], max_batches: int, dtype,
     return out
 
 
+def peak_memory_mb() -> float:
+    """Peak memory of the busiest rank: GPU allocations on CUDA, the process's max RSS on CPU."""
+    if torch.cuda.is_available():
+        mine = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    t = torch.tensor([mine], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
 def to_device(kw: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in kw.items()}
 
@@ -204,7 +218,7 @@ def run(cfg: TrainConfig) -> Path | None:
             dt = time.time() - t_log
             tps = float(tokens[0]) / dt
             values.update({"lr": scheduler.get_last_lr()[0], "tokens_per_s": tps, "mfu": 6 * n_params * tps / peak,
-                           "data_hash": int(tokens[1])})
+                           "data_hash": int(tokens[1]), "peak_mem_mb": peak_memory_mb()})
             log.write(step, values)
             tokens.zero_()
             t_log = time.time()
