@@ -69,3 +69,26 @@ def test_resume_skips_incomplete_checkpoints_and_prune_keeps_newest(tmp_path):
     checkpoint.prune(tmp_path, keep_last=1)
     assert [s for s, _ in checkpoint.list_tags(tmp_path)] == [8, 6, 4]  # newer broken ones stay for inspection
     assert checkpoint.latest_complete(tmp_path) == good
+
+
+def test_data_for_another_layout_or_tokenizer_is_refused(tiny_train_data, tmp_path):
+    import shutil
+
+    from anygpt.data.datainfo import check_datasets
+
+    layout = tiny_train_data["layout"]
+    merged = check_datasets(tiny_train_data["train"], layout)
+    assert merged == {"tokenizer_fingerprints": {"image": "demo-image", "speech": "demo-speech"}, "template": "chat@1"}
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_train_data["train"][0], bad)
+    info = json.loads((bad / "anygpt_data.json").read_text())
+    info["layout"]["base_vocab_size"] += 1
+    (bad / "anygpt_data.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="bad/anygpt_data.json: built for layout base_vocab_size"):
+        check_datasets([str(bad)], layout)
+    info = json.loads((tmp_path / "bad" / "anygpt_data.json").read_text())
+    info["layout"]["base_vocab_size"] -= 1
+    info["tokenizer_fingerprints"] = {"image": "other"}
+    (bad / "anygpt_data.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="image tokenizer fingerprint other differs"):
+        check_datasets(tiny_train_data["train"] + [str(bad)], layout)
