@@ -15,6 +15,8 @@ import sys
 # command name -> module under anygpt.cli
 COMMANDS = {
     "vocab": "vocab",
+    "chat": "chat",
+    "serve": "serve",
 }
 
 

@@ -104,21 +104,32 @@ class ChatSession:
         on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         """Run one turn. ``output`` forces the reply's modality (``text``/``image``/``speech``/``music``)."""
-        if output is not None and output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
         content: list[str | MediaCodes] = [self.encode_attachment(a) for a in attachments]
         if text:
             content.append(text)
+        return self.send_content(content, output, on_text)
+
+    def send_content(
+        self,
+        content: Sequence[str | MediaCodes],
+        output: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        voice_prompt: str | None = None,
+    ) -> Reply:
+        """Run one turn whose user message is ``content`` (text and media codes, in order).
+        ``voice_prompt``: an audio file passed to a speech decoder that takes one."""
+        if output is not None and output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
         if not content:
             raise ValueError("empty message: give text or an attachment")
-        user = Message("user", content)
+        user = Message("user", list(content))
         msgs = ([Message("system", self.system)] if self.system else []) + self.history + [user]
         prompt = render_prompt(self.bundle, msgs, output)
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
         [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=self.seed)
         self.turn += 1
-        reply = self._render_reply(ids)
+        reply = self._render_reply(ids, voice_prompt)
         self.history += [user, Message("assistant", self._assistant_content(ids))]
         return reply
 
@@ -137,7 +148,7 @@ class ChatSession:
         text_ids = [i for i in ids if i < self.bundle.layout.base_vocab_size]
         return self.bundle.tokenizer.decode(text_ids, skip_special_tokens=True)
 
-    def _render_reply(self, ids: list[int]) -> Reply:
+    def _render_reply(self, ids: list[int], voice_prompt: str | None = None) -> Reply:
         layout = self.bundle.layout
         texts, raw, media, notes = [], [], [], []
         index = {m: 0 for m in MEDIA}
@@ -157,7 +168,7 @@ class ChatSession:
                 continue
             path = self._output_path(kind, index[kind])
             index[kind] += 1
-            save_decoded(tok, val, path)
+            save_decoded(tok, val, path, voice_prompt if kind == "speech" else None)
             media.append({"modality": kind, "path": str(path)})
         for n in notes:
             warnings.warn(n, stacklevel=3)
