@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.transcript and not args.script:
         raise ValueError("--transcript is only used with --script")
+    if args.script:
+        from anygpt.inference.script import read_script
+
+        turns = read_script(args.script)  # a bad line fails before the model loads
     bundle = load_bundle(args.model, device=args.device)
     session = ChatSession(bundle, preset=args.preset, out_dir=args.out, overrides=parse_overrides(args.set),
                           system=args.system, seed=args.seed)
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             from pathlib import Path
 
             transcript = str(Path(tempfile.mkdtemp(prefix="anygpt-transcript-")) / "transcript.jsonl")
-        records = run_script(session, args.script, transcript)
+        records = run_script(session, turns, transcript)
         if not args.transcript:
             for r in records:
                 print(json.dumps(r, ensure_ascii=False))

@@ -74,9 +74,11 @@ def read_script(path: str | os.PathLike) -> list[ScriptTurn]:
     return turns
 
 
-def run_script(session: ChatSession, script: str | os.PathLike, transcript: str | os.PathLike) -> list[dict[str, Any]]:
-    """Run every turn of ``script`` in ``session``; write and return the transcript records."""
-    turns = read_script(script)
+def run_script(session: ChatSession, script: str | os.PathLike | list[ScriptTurn],
+               transcript: str | os.PathLike) -> list[dict[str, Any]]:
+    """Run every turn of ``script`` (a path, or turns from :func:`read_script`) in ``session``;
+    write and return the transcript records."""
+    turns = script if isinstance(script, list) else read_script(script)
     records: list[dict[str, Any]] = []
     for i, t in enumerate(turns, 1):
         try:
