@@ -202,3 +202,16 @@ def test_second_session_in_same_folder_does_not_overwrite(bundle, tmp_path):
         paths.append(Path(s.send("x", output="image").media[0]["path"]))
     assert paths[0].name == "turn001_image_0.png" and paths[1].name == "turn001_image_0-2.png"
     assert paths[0].exists() and paths[1].exists()
+
+
+def test_terminal_chat_commands(model_dir, media, tmp_path, capsys, monkeypatch):
+    lines = iter([f"/image {media['image']}", "/output image", "draw this", "/output auto", "/speech /no/such.wav",
+                  "hello", "/output text", "and now?", "/reset", "/bogus", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    code, out, _ = run_in_process(capsys, "chat", "--model", model_dir, "--out", tmp_path, "--seed", "0",
+                                  "--set", "max_new_tokens=10")
+    assert code == 0
+    assert f"[image] saved {tmp_path / 'turn001_image_0.png'}" in out
+    assert "(error: " in out and "such.wav" in out  # a missing attachment: a message, the chat goes on
+    assert "(conversation reset)" in out and "unknown command" in out
+    assert (tmp_path / "turn001_image_0.png").is_file()

@@ -75,7 +75,9 @@ class WebChat:
 
     def respond(self, message: str, image: str | None, audio: str | None, audio_kind: str, output: str,
                 history: list | None, sid: str | None):
-        """One turn. Returns (history, cleared message, image out, audio out, status, sid)."""
+        """One turn. Returns (history, message box, image box, audio box, image out, audio out, status, sid):
+        the input boxes are cleared after a successful turn (attachments go with one message only)
+        and kept as they were after an error."""
         history = list(history or [])
         sid, session = self.session(sid)
         message = (message or "").strip()
@@ -92,7 +94,7 @@ class WebChat:
             with self.lock:
                 reply = session.send(message, atts, None if output == "auto" else output)
         except (UploadRejected, MediaError, ValueError, FileNotFoundError) as e:
-            return history, message, None, None, f"**Error:** {e}", sid
+            return history, message, image, audio, None, None, f"**Error:** {e}", sid
         user_content = [message] if message else []
         user_content += [{"path": a.path} for a in atts]
         for c in user_content:
@@ -109,7 +111,7 @@ class WebChat:
         if not reply.text and not reply.media:
             history.append({"role": "assistant", "content": "(empty reply)"})
         status = f"Reply {session.turn}: " + (", ".join(f"{m['modality']} {Path(m['path']).name}" for m in reply.media) or "text")
-        return history, "", out_image, out_audio, status, sid
+        return history, "", None, None, out_image, out_audio, status, sid
 
     def reset(self, sid: str | None):
         if sid in self.sessions:
@@ -142,7 +144,7 @@ def build_app(web: WebChat):
             out_image = gr.Image(label="Generated image", type="filepath", interactive=False, height=240, elem_id="out-image")
             out_audio = gr.Audio(label="Generated audio", type="filepath", interactive=False, elem_id="out-audio")
         inputs = [msg, in_image, in_audio, audio_kind, output, chat, sid]
-        outputs = [chat, msg, out_image, out_audio, status, sid]
+        outputs = [chat, msg, in_image, in_audio, out_image, out_audio, status, sid]
         send.click(web.respond, inputs, outputs)
         msg.submit(web.respond, inputs, outputs)
         reset.click(web.reset, [sid], [chat, out_image, out_audio, status, sid])
