@@ -99,7 +99,8 @@ class ModalityLogitsProcessor(LogitsProcessor):
         self.kind_of_id = kind
         masks, self.mask_base = self._build_masks(text_ids, stop_ids, allow_media)
         self.masks = torch.stack(masks)  # (n_masks, vocab_width) bool: True = allowed
-        self._device_cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._device_cache: dict[Any, torch.Tensor] = {}
+        self._kind_cache: dict[Any, torch.Tensor] = {}
 
     def _build_masks(self, text_ids: int, stop_ids: list[int], allow_media: bool):
         V, L = self.vocab_width, self.layout
@@ -144,7 +145,9 @@ class ModalityLogitsProcessor(LogitsProcessor):
 
     def row_mask_index(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Per row, the index into ``self.masks`` that applies to the next token."""
-        kind_of_id = self.kind_of_id.to(input_ids.device)
+        kind_of_id = self._kind_cache.get(input_ids.device)
+        if kind_of_id is None:
+            kind_of_id = self._kind_cache[input_ids.device] = self.kind_of_id.to(input_ids.device)
         kinds = kind_of_id[input_ids.clamp(0, kind_of_id.numel() - 1)]  # (B, T)
         is_marker = kinds != 0
         T = input_ids.shape[1]
@@ -170,12 +173,20 @@ class ModalityLogitsProcessor(LogitsProcessor):
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, vocab_width) bool: which ids may come next in each row."""
-        masks = self.masks.to(input_ids.device)
-        return masks[self.row_mask_index(input_ids)]
+        return self.masks.to(input_ids.device)[self.row_mask_index(input_ids)]
+
+    def _bias(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The masks as additive 0 / -inf rows, cached per device and dtype."""
+        key = (device, dtype)
+        if key not in self._device_cache:
+            bias = torch.zeros(self.masks.shape, dtype=dtype)
+            bias.masked_fill_(~self.masks, float("-inf"))
+            self._device_cache[key] = bias.to(device)
+        return self._device_cache[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        allowed = self.allowed(input_ids)
+        bias = self._bias(scores.device, scores.dtype)[self.row_mask_index(input_ids)]
         w = scores.shape[-1]
-        if w != self.vocab_width:
-            allowed = allowed[:, :w] if w < self.vocab_width else torch.nn.functional.pad(allowed, (0, w - self.vocab_width))
-        return scores.masked_fill(~allowed, float("-inf"))
+        if w != self.vocab_width:  # a model whose head is wider/narrower than the layout's padding
+            bias = bias[:, :w] if w < self.vocab_width else torch.nn.functional.pad(bias, (0, w - self.vocab_width), value=float("-inf"))
+        return scores + bias
