@@ -38,7 +38,7 @@ WIDTH = LAYOUT.padded_vocab_size
 
 
 def well_formed_errors(ids: list[int], layout: VocabLayout, rules: dict[str, SpanRule], stop: list[int],
-                       allow_media: bool = True, text_ids: int | None = None) -> list[str]:
+                       allow_media: bool = True, text_ids: int | None = None, closed: bool = False) -> list[str]:
     """An independent checker of a generated sequence (not the processor's own code)."""
     text_ids = layout.vocab_size if text_ids is None else text_ids
     errs: list[str] = []
@@ -81,6 +81,8 @@ def well_formed_errors(ids: list[int], layout: VocabLayout, rules: dict[str, Spa
             if r.tokens_per_item and n >= r.tokens_per_item:
                 errs.append(f"{pos}: {cur} span longer than {r.tokens_per_item}")
             n += 1
+    if closed and cur is not None:
+        errs.append(f"ends inside a {cur} span after {n} codes")
     return errs
 
 
@@ -98,7 +100,7 @@ def group_ids(g: str) -> list[int]:
     return list(range(r.start, r.stop + 2))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**31 - 1),
     prefixes=st.lists(st.lists(st.integers(0, BASE - 1), min_size=1, max_size=5), min_size=1, max_size=4),
@@ -106,10 +108,12 @@ def group_ids(g: str) -> list[int]:
     favour=st.lists(id_groups, min_size=1, max_size=3),
     bias=st.floats(0, 1e4),
     allow_media=st.booleans(),
+    budget=st.sampled_from([None, 4, 5, 7, 12]),
 )
-def test_processor_never_allows_a_foreign_code(seed, prefixes, open_span, favour, bias, allow_media):
+def test_processor_never_allows_a_foreign_code(seed, prefixes, open_span, favour, bias, allow_media, budget):
     """Random logits, pushed towards random id groups (foreign codes, markers, padding), for a
-    batch whose rows start in random states: every sampled step keeps every row well formed."""
+    batch whose rows start in random states: every sampled step keeps every row well formed; with
+    a length budget, every span is also closed when the budget runs out."""
     proc = ModalityLogitsProcessor(LAYOUT, RULES, WIDTH, LAYOUT.vocab_size, STOP, allow_media=allow_media)
     rows = []
     for i, p in enumerate(prefixes):
@@ -117,11 +121,13 @@ def test_processor_never_allows_a_foreign_code(seed, prefixes, open_span, favour
         rows.append(p + ([LAYOUT.start_id(m)] if m and allow_media else []))
     T = max(map(len, rows))
     ids = torch.tensor([[0] * (T - len(r)) + r for r in rows])  # left padding with a text id
+    steps = budget or 12
+    proc.max_length = T + budget if budget else None
     g = torch.Generator().manual_seed(seed)
     push = torch.zeros(WIDTH)
     for grp in favour:
         push[group_ids(grp)] += bias
-    for _ in range(12):
+    for _ in range(steps):
         scores = torch.randn(len(rows), WIDTH, generator=g) * 10 + push
         out = proc(ids, scores)
         assert torch.isfinite(out).any(dim=1).all(), "a row had no allowed id"
@@ -130,7 +136,7 @@ def test_processor_never_allows_a_foreign_code(seed, prefixes, open_span, favour
         ids = torch.cat([ids, nxt], dim=1)
     for r, row in zip(rows, ids.tolist()):
         gen = row[T - len(r):]
-        errs = well_formed_errors(gen, LAYOUT, RULES, STOP, allow_media)  # the prefix is well formed
+        errs = well_formed_errors(gen, LAYOUT, RULES, STOP, allow_media, closed=budget is not None)
         assert not errs, errs
 
 
@@ -175,7 +181,7 @@ def _check(bundle, replies, output):
     stop = bundle.template.stop_token_ids(bundle.layout, bundle.tokenizer)
     for r in replies:
         errs = well_formed_errors(r, bundle.layout, rules, stop, allow_media=output != "text",
-                                  text_ids=len(bundle.tokenizer))
+                                  text_ids=len(bundle.tokenizer), closed=True)
         assert not errs, errs
 
 

@@ -8,7 +8,10 @@ Inside ``<soX>…`` only modality X's codes and ``<eoX>`` may follow, and:
   then ``<eoX>`` is forced;
 - a multi-codebook modality flattened frame-major (``n_q`` layers of ``K`` codes, see
   :mod:`anygpt.modality.flatten`) gets, at position ``p`` of the span, a code of layer
-  ``p % n_q`` (ids ``[q*K, (q+1)*K)``), and may close only after a whole frame.
+  ``p % n_q`` (ids ``[q*K, (q+1)*K)``), and may close only after a whole frame;
+- with a length budget (``max_length``), a span opens only if it can close in time and a
+  free-length span closes at the last whole frame that fits: a reply cut short by
+  ``max_new_tokens`` never ends inside a span.
 
 The state of a row is read from its ids (the last start/end marker and the codes since), so the
 processor needs no bookkeeping: it works with batches, left padding and beam search (whose beams
@@ -101,6 +104,10 @@ class ModalityLogitsProcessor(LogitsProcessor):
         self.masks = torch.stack(masks)  # (n_masks, vocab_width) bool: True = allowed
         self._device_cache: dict[Any, torch.Tensor] = {}
         self._kind_cache: dict[Any, torch.Tensor] = {}
+        # total length (prompt + new tokens) generation stops at; None = no budget rules. With it,
+        # a span opens only if it can close in time, and a free-length span closes at the last frame
+        # that fits, so a reply cut by max_new_tokens never ends inside a span.
+        self.max_length: int | None = None
 
     def _build_masks(self, text_ids: int, stop_ids: list[int], allow_media: bool):
         V, L = self.vocab_width, self.layout
@@ -117,11 +124,15 @@ class ModalityLogitsProcessor(LogitsProcessor):
         for t in stop_ids:
             if 0 <= t < V:
                 outside[t] = True
-        if allow_media:
-            for m in self.modalities:
-                if self.rules[m].n_codes > 0:
-                    outside[L.start_id(m)] = True
-        masks = [outside]
+        # outside spans: one mask per subset of modalities that may open now (bit i = modality i);
+        # a span may open only when the length budget leaves room to close it
+        masks = []
+        for subset in range(2 ** len(self.modalities)):
+            mk = outside.clone()
+            for i, m in enumerate(self.modalities):
+                if allow_media and subset >> i & 1 and self.rules[m].n_codes > 0:
+                    mk[L.start_id(m)] = True
+            masks.append(mk)
         # per modality: [layer 0 codes + end, layer 1 codes, …, layer n_q-1 codes, end only]
         base: dict[str, int] = {}
         for m in self.modalities:
@@ -155,10 +166,12 @@ class ModalityLogitsProcessor(LogitsProcessor):
         last_kind = kinds.gather(1, last[:, None]).squeeze(1)
         last_kind = torch.where(is_marker.any(dim=1), last_kind, torch.zeros_like(last_kind))
         count = (T - 1 - last).tolist()
+        left = None if self.max_length is None else self.max_length - T  # tokens still to come, this one included
+        all_open = 2 ** len(self.modalities) - 1
         out = []
         for k, n in zip(last_kind.tolist(), count):
             if k <= 0:
-                out.append(0)
+                out.append(all_open if left is None else self._openable(left))
                 continue
             m = self.modalities[k - 1]
             rule, b = self.rules[m], self.mask_base[m]
@@ -167,9 +180,19 @@ class ModalityLogitsProcessor(LogitsProcessor):
                 out.append(end_only if n >= rule.tokens_per_item else (codes_only0 if n % rule.n_q == 0 else b + n % rule.n_q))
             elif n == 0:
                 out.append(codes_only0)
+            elif n % rule.n_q == 0 and left is not None and left < rule.n_q + 1:
+                out.append(end_only)  # no room for another whole frame and the end marker
             else:
                 out.append(b + n % rule.n_q)
         return torch.tensor(out, dtype=torch.long, device=input_ids.device)
+
+    def min_span_tokens(self, modality: str) -> int:
+        """Fewest tokens a span of ``modality`` takes: start, one item or frame, end."""
+        r = self.rules[modality]
+        return 2 + (r.tokens_per_item or r.n_q)
+
+    def _openable(self, left: int) -> int:
+        return sum(1 << i for i, m in enumerate(self.modalities) if left >= self.min_span_tokens(m))
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, vocab_width) bool: which ids may come next in each row."""

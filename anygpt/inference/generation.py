@@ -80,8 +80,7 @@ def _generation_config(bundle: Any, settings: GenerationSettings, output_modalit
     if output_modality in MEDIA:
         stop.append(bundle.layout.end_id(output_modality))  # a forced span ends the reply
         rule = rules_from_bundle(bundle)[output_modality]
-        if rule.tokens_per_item:
-            max_new = max(max_new, rule.tokens_per_item + 1)  # room for a whole item
+        max_new = max(max_new, (rule.tokens_per_item or rule.n_q) + 1)  # room for a whole item or frame
     kw: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=settings.do_sample, num_beams=settings.num_beams,
                               repetition_penalty=settings.repetition_penalty, eos_token_id=stop, pad_token_id=pad_id,
                               bos_token_id=bundle.tokenizer.bos_token_id)
@@ -129,6 +128,7 @@ def generate_batch(
         mask[i, T - len(p):] = 1
     config = _generation_config(bundle, settings, output_modality, pad)
     processor = make_processor(bundle, output_modality)
+    processor.max_length = T + config.max_new_tokens
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
                          logits_processor=LogitsProcessorList([processor]), streamer=streamer)
     stop_turn = set(bundle.template.stop_token_ids(bundle.layout, bundle.tokenizer))
