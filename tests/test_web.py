@@ -167,3 +167,10 @@ def test_browser_image_upload_gets_a_generated_image(model_dir, media, tmp_path,
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_serve_binds_localhost_by_default():
+    from anygpt.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert args.host == "127.0.0.1" and args.max_upload_mb > 0 and args.max_audio_seconds > 0

@@ -2,9 +2,9 @@
 
 Examples:
   anygpt chat --model out/model                       # terminal chat
-  anygpt chat --model out/model --script inference/example_script.jsonl --transcript out/transcript.jsonl
+  anygpt chat --model out/model --script inference/example_prompts.jsonl --transcript out/transcript.jsonl
   anygpt chat --model out/model --single "text|image|a red circle on white"
-  anygpt chat --model out/model --single "image|text|inference/examples/grid.png"
+  anygpt chat --model out/model --single "image|text|inference/example_media/red_circle.png"
   anygpt chat --model out/model --preset reference --set temperature=0.8 --set max_new_tokens=300
 
 In the terminal chat:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class ServeLimits:
 
     max_upload_mb: float = 10.0
     max_audio_seconds: float = 30.0
+    max_sessions: int = 64  # conversations kept in memory; the least recently used is dropped
 
 
 class UploadRejected(ValueError):
@@ -63,7 +65,7 @@ class WebChat:
         self.bundle, self.preset, self.limits, self.seed = bundle, preset, limits, seed
         self.out_root = Path(out_root)
         self.out_root.mkdir(parents=True, exist_ok=True)
-        self.sessions: dict[str, ChatSession] = {}
+        self.sessions: OrderedDict[str, ChatSession] = OrderedDict()
         self.lock = threading.Lock()  # one model, one generation at a time
 
     def session(self, sid: str | None) -> tuple[str, ChatSession]:
@@ -71,6 +73,9 @@ class WebChat:
             sid = uuid.uuid4().hex
             out = tempfile.mkdtemp(prefix="session-", dir=self.out_root)
             self.sessions[sid] = ChatSession(self.bundle, preset=self.preset, out_dir=out, seed=self.seed)
+            while len(self.sessions) > self.limits.max_sessions:
+                self.sessions.popitem(last=False)
+        self.sessions.move_to_end(sid)
         return sid, self.sessions[sid]
 
     def respond(self, message: str, image: str | None, audio: str | None, audio_kind: str, output: str,
