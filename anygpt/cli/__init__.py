@@ -20,6 +20,8 @@ COMMANDS = {
     "detokenize": "detokenize",
     "build-data": "build_data",
     "train": "train_cmd",
+    "chat": "chat",
+    "serve": "serve",
 }
 
 
