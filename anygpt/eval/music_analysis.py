@@ -225,8 +225,8 @@ class MusicAnalyzer:
         return {"instrument": self.classify_instrument(wave, sample_rate), "tempo": self.tempo_label(bpm), "bpm": bpm}
 
     @staticmethod
-    def tempo_matches(predicted: object, truth: object, tolerance: float = 0.10) -> bool:
-        """Numeric tempos match within ``tolerance`` (relative); labels match by equality."""
+    def value_matches(predicted: object, truth: object, tolerance: float = 0.10) -> bool:
+        """Numeric values (tempo in BPM) match within ``tolerance`` (relative); labels by equality."""
         if predicted is None or truth is None:
             return False
         if _is_number(truth) and _is_number(predicted):
