@@ -236,3 +236,19 @@ def test_eval_cli_bad_input_is_one_line_error(cli, tiny_bundle_dir, tmp_path):
     assert proc.returncode == 2 and "unknown task" in proc.stderr and "image_to_text" in proc.stderr
     proc = cli("eval", "--model", tiny_bundle_dir, "--data", tmp_path, "--out", tmp_path / "o", "--tasks", "asr", check=False)
     assert proc.returncode == 2 and "no speech manifest" in proc.stderr
+
+
+def test_a_failing_task_is_recorded_and_the_others_still_run(tiny_bundle_dir, corpus_dir, tmp_path):
+    from anygpt.eval.generation import reference_generate_batch
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    def flaky(bundle, prompts, output_modality, settings):
+        if output_modality == "image":
+            raise RuntimeError("image head exploded")
+        return reference_generate_batch(bundle, prompts, output_modality, settings)
+
+    cfg = EvalConfig(data=corpus_dir, out=tmp_path, tasks=["text_to_image", "image_to_text"], limit=1)
+    res = run_eval(cfg, model_dir=tiny_bundle_dir, generator=flaky, progress=None)
+    assert "image head exploded" in res["text_to_image"]["failed"] and res["text_to_image"]["n"] == 0
+    assert "failed" not in res["image_to_text"] and res["image_to_text"]["n"] == 1
+    assert "image head exploded" in json.loads((tmp_path / "results.json").read_text())["text_to_image"]["failed"]

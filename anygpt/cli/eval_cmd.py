@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anygpt.cli import CLIError
 from anygpt.eval.generation import PRESET_NAMES
 from anygpt.eval.harness import TASK_NAMES, EvalConfig, parse_tasks, run_eval
 
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = EvalConfig(data=Path(args.data), out=Path(args.out), tasks=tasks, limit=args.limit, preset=args.preset,
                      seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model)
-    run_eval(cfg, model_dir=args.model)
+    results = run_eval(cfg, model_dir=args.model)
     print(f"wrote {Path(args.out) / 'results.json'}")
+    failed = {t: r["failed"] for t, r in results.items() if "failed" in r}
+    if failed:
+        raise CLIError("task(s) failed: " + "; ".join(f"{t}: {why}" for t, why in failed.items()))
     return 0

@@ -17,7 +17,8 @@ text_to_music   text → music      instrument/tempo recovered from the decoded 
 
 Each task writes ``OUT/<task>.json`` (metrics incl. ``n``, decoding settings, seed, split,
 examples, plots, errors) and :func:`run_eval` writes ``OUT/results.json`` (task → metrics,
-decoding settings, seed). Items that fail to load or decode are recorded and skipped.
+decoding settings, seed). Items that fail to load or decode are recorded and skipped; a task that
+fails as a whole gets ``"failed": reason`` in its JSON and the other tasks still run.
 """
 
 from __future__ import annotations
@@ -98,17 +99,23 @@ def _chunks(seq: Sequence, n: int):
         yield seq[i : i + n]
 
 
+def _load(ctx: _Ctx, tok: Any, items: Sequence[EvalItem]) -> list[tuple[EvalItem, Any]]:
+    """``(item, media)`` for the items whose media loads; failures recorded and skipped."""
+    out = []
+    for it in items:
+        try:
+            out.append((it, tok.load_media(it.path)))
+        except Exception as e:  # bad media: record, go on
+            ctx.errors.append(f"{it.path}: {e}")
+    return out
+
+
 def _encode(ctx: _Ctx, modality: str, items: Sequence[EvalItem]) -> list[tuple[EvalItem, list[int], Any]]:
     """Load and encode media in batches: ``(item, codes, media)``; failures recorded and skipped."""
     tok = ctx.tokenizer(modality)
     out = []
     for batch in _chunks(items, ctx.cfg.batch_size):
-        loaded = []
-        for it in batch:
-            try:
-                loaded.append((it, tok.load_media(it.path)))
-            except Exception as e:  # bad media: record, go on
-                ctx.errors.append(f"{it.path}: {e}")
+        loaded = _load(ctx, tok, batch)
         if loaded:
             codes = tok.encode([m for _, m in loaded])
             out += [(it, [int(c) for c in np.asarray(c).reshape(-1)], m) for (it, m), c in zip(loaded, codes)]
@@ -279,12 +286,12 @@ def task_text_to_music(ctx: _Ctx, items: Sequence[EvalItem]) -> TaskResult:
 
     tok = ctx.tokenizer("music")
     train = EvalSet.load(ctx.cfg.data, "music", splits=("train",), limit=ctx.cfg.music_train_limit)
-    clips = [(it, tok.load_media(it.path)) for it in train if "instrument" in it.attributes]
+    clips = _load(ctx, tok, [it for it in train if "instrument" in it.attributes])
     if not clips:
         raise ValueError(f"{train.manifest}: no training clips with an 'instrument' attribute to fit the music analyser")
     analyser = MusicAnalyzer().fit([c for _, c in clips], tok.sample_rate, [it.attributes for it, _ in clips])
     ctx.notes.append(f"music analyser fitted on {len(clips)} training clips of {train.manifest}")
-    real = [(it, tok.load_media(it.path)) for it in items]
+    real = _load(ctx, tok, items)
     ceiling = [analyser.analyse(w, tok.sample_rate) for _, w in real]
     decoded = _decode(ctx, "music", items, _to_media(ctx, "music", [it.references[0] for it in items]))
     got = [analyser.analyse(w, tok.sample_rate) for _, _, w in decoded]
@@ -369,7 +376,12 @@ def evaluate_task(ctx: _Ctx, task: str) -> dict:
     t0 = time.time()
     evalset = EvalSet.load(ctx.cfg.data, data_mod, limit=ctx.cfg.limit)
     ctx.errors += evalset.errors
-    metrics, examples, plot_files = TASKS[task](ctx, evalset.items)
+    failed = None
+    try:
+        metrics, examples, plot_files = TASKS[task](ctx, evalset.items)
+    except Exception as e:  # one broken task must not lose the others: recorded, run_eval reports it
+        failed = f"{type(e).__name__}: {e}"
+        metrics, examples, plot_files = {"n": 0}, [], []
     result = {
         "task": task,
         "metrics": metrics,
@@ -384,6 +396,8 @@ def evaluate_task(ctx: _Ctx, task: str) -> dict:
         "notes": ctx.notes,
         "seconds": round(time.time() - t0, 2),
     }
+    if failed:
+        result["failed"] = failed
     atomic_write_text(ctx.cfg.out / f"{task}.json", json.dumps(result, indent=1, default=str))
     return result
 
@@ -415,9 +429,11 @@ def run_eval(cfg: EvalConfig, bundle: Any = None, model_dir: str | os.PathLike |
         if progress:
             progress(f"eval {task} …")
         results[task] = evaluate_task(ctx, task)
-        if progress:
+        if progress and "failed" in results[task]:
+            progress(f"eval {task}: FAILED ({results[task]['failed']})")
+        elif progress:
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in results[task]["metrics"].items()}
             progress(f"eval {task}: {shown}")
-    summary = {t: {k: r[k] for k in ("metrics", "n", "decoding", "seed", "split")} for t, r in results.items()}
+    summary = {t: {k: r[k] for k in ("metrics", "n", "decoding", "seed", "split", "failed") if k in r} for t, r in results.items()}
     atomic_write_text(cfg.out / RESULTS_FILE, json.dumps(summary, indent=1, default=str))
     return results
