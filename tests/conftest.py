@@ -67,7 +67,7 @@ def sp_model_file(tmp_path_factory) -> Path:
     corpus = d / "corpus.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(3000)))
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(d / "sp"), vocab_size=256, model_type="bpe",
+        input=str(corpus), model_prefix=str(d / "sp"), vocab_size=320, model_type="bpe",
         bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, minloglevel=2,
     )
     return d / "sp.model"

@@ -207,22 +207,26 @@ class AnyGPTPretrainTemplate(Template):
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
         body = [m for m in messages if m.role != "system"]
-        if len(body) != 2:
+        if len(body) not in (1, 2):
             raise ValueError(f"template {self.name} renders one user/assistant pair, got {len(body)} turns")
-        user, asst = body
-        return [
+        out = [
             _Piece("id", layout.token_id("[Human]")),
             _Piece("text", ":"),
-            *content_pieces(_lead_space(user.content), layout, False),
+            *content_pieces(_lead_space(body[0].content), layout, False),
             _Piece("id", layout.token_id("<eoh>")),
-            *self.generation_pieces(layout, None),
-            *content_pieces(_lead_space(asst.content), layout, True),
-            _Piece("id", layout.token_id("<eos>"), True),
         ]
+        if len(body) == 2:
+            out += [
+                *self.generation_pieces(layout, None),
+                *content_pieces(_lead_space(body[1].content), layout, True),
+                _Piece("id", layout.token_id("<eos>"), True),
+            ]
+        return out
 
     def render(self, messages, tokenizer, layout, loss_on="assistant", add_generation_prompt=False, force_modality=None):
         r = super().render(messages, tokenizer, layout, loss_on, add_generation_prompt, force_modality)
-        if not add_generation_prompt and tokenizer.eos_token_id is not None:
+        complete = sum(m.role == "assistant" for m in messages) == 1
+        if complete and not add_generation_prompt and tokenizer.eos_token_id is not None:
             r.input_ids.append(tokenizer.eos_token_id)  # the reference appends </s> to every pair
             r.labels.append(tokenizer.eos_token_id if loss_on != "none" else IGNORE_INDEX)
         return r
