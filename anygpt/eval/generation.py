@@ -1,10 +1,11 @@
 """Batched generation for evaluation: the adapter to inference, decoding presets, prompt building.
 
 The harness calls a *generator* ``(bundle, prompts, output_modality, settings) -> list[list[int]]``
-returning, per prompt, the generated token ids (after the prompt; a trailing stop/end marker may
-or may not be included). :func:`resolve_generator` takes ``anygpt.inference.generate_batch`` when
-that exists (same signature) and otherwise :func:`reference_generate_batch`, a small
-constrained ``model.generate`` kept here so evaluation works on its own.
+returning, per prompt, the generated token ids (after the prompt; a leading start marker and a
+trailing stop/end marker may or may not be included). :func:`resolve_generator` takes
+``anygpt.inference.generation.generate_batch`` when that exists (settings passed as its
+``GenerationSettings``) and otherwise :func:`reference_generate_batch`, a small constrained
+``model.generate`` kept here so evaluation works on its own.
 
 Decoding presets (``--preset``) give settings per *output* modality; ``bundle`` starts from the
 settings exported with the model (``anygpt_generation.json``) over ``default``. ``default`` samples
@@ -23,12 +24,16 @@ from anygpt.data.templates import MediaCodes, Message
 
 Generator = Callable[[Any, list[list[int]], str, dict], list[list[int]]]
 
-GREEDY = {"do_sample": False}
-SAMPLE_T1 = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# Keys are the fields of anygpt.inference.settings.GenerationSettings; every preset spells all of
+# them out so that the settings written into each result are the ones used.
+MAX_NEW_TOKENS = {"text": 64, "image": 300, "speech": 400, "music": 600}
+GREEDY = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1}
+SAMPLE_T1 = {**GREEDY, "do_sample": True}
+_MODS = ("text", "image", "speech", "music")
 PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"text": dict(GREEDY), "image": dict(SAMPLE_T1), "speech": dict(GREEDY), "music": dict(SAMPLE_T1)},
-    "greedy": {m: dict(GREEDY) for m in ("text", "image", "speech", "music")},
-    "sample": {m: dict(SAMPLE_T1) for m in ("text", "image", "speech", "music")},
+    "default": {m: {**(SAMPLE_T1 if m in ("image", "music") else GREEDY), "max_new_tokens": MAX_NEW_TOKENS[m]} for m in _MODS},
+    "greedy": {m: {**GREEDY, "max_new_tokens": MAX_NEW_TOKENS[m]} for m in _MODS},
+    "sample": {m: {**SAMPLE_T1, "max_new_tokens": MAX_NEW_TOKENS[m]} for m in _MODS},
 }
 PRESET_NAMES = (*PRESETS, "bundle")
 
@@ -47,13 +52,18 @@ def decoding_settings(preset: str, bundle: Any = None) -> dict[str, dict]:
 
 
 def resolve_generator() -> tuple[Generator, str]:
-    """``(generator, name)``: inference's ``generate_batch`` if present, else ours."""
+    """``(generator, name)``: inference's ``generate_batch`` (the one chat uses) if present,
+    else :func:`reference_generate_batch`."""
     try:
-        from anygpt.inference import generate_batch  # type: ignore[attr-defined]
-
-        return generate_batch, "anygpt.inference.generate_batch"
+        from anygpt.inference.generation import generate_batch
+        from anygpt.inference.settings import GenerationSettings
     except ImportError:
         return reference_generate_batch, "anygpt.eval.generation.reference_generate_batch"
+
+    def inference_generate(bundle: Any, prompts: list[list[int]], output_modality: str, settings: dict) -> list[list[int]]:
+        return generate_batch(bundle, prompts, output_modality, GenerationSettings().updated(settings))
+
+    return inference_generate, "anygpt.inference.generation.generate_batch"
 
 
 def build_prompt(bundle: Any, content: Sequence[str | MediaCodes], output_modality: str) -> list[int]:
@@ -67,10 +77,11 @@ def build_prompt(bundle: Any, content: Sequence[str | MediaCodes], output_modali
 
 
 def task_content(source: str | MediaCodes, input_modality: str, output_modality: str, rng: random.Random) -> list:
-    """The reference's pretraining order: ``{instruction} {X}`` with a phrasing drawn from the
-    instruction pools (``x2t`` for media → text, ``t2x`` for text → media)."""
+    """The reference's pretraining prompts (what ``build-data`` trains on): ``{instruction} {X}``
+    for media → text and ``{instruction} This is input: {text}`` for text → media, with a
+    phrasing drawn from the instruction pools."""
     if input_modality == "text":
-        return [f"{draw_instruction(output_modality, 't2x', rng)} {source}"]
+        return [f"{draw_instruction(output_modality, 't2x', rng)} This is input: {source}"]
     return [f"{draw_instruction(input_modality, 'x2t', rng)} ", source]
 
 
@@ -161,8 +172,10 @@ def reference_generate_batch(bundle: Any, prompts: list[list[int]], output_modal
     if kw["do_sample"]:
         kw.update(temperature=float(settings.get("temperature", 1.0)), top_k=int(settings.get("top_k", 0) or 0),
                   top_p=float(settings.get("top_p", 1.0)))
-    if settings.get("repetition_penalty"):
+    if settings.get("repetition_penalty", 1.0) != 1.0:
         kw["repetition_penalty"] = float(settings["repetition_penalty"])
+    if int(settings.get("num_beams", 1)) > 1:
+        kw["num_beams"] = int(settings["num_beams"])
     dev = next(model.parameters()).device
     with torch.inference_mode():
         out = model.generate(
