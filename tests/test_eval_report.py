@@ -56,6 +56,13 @@ def test_loss_series_joins_stages_and_keeps_modality_losses(tmp_path):
     assert set(series) == {"pretrain: loss", "pretrain: loss_image", "sft: loss"}
     assert series["sft: loss"][0] == [4.0, 5.0]  # continues after the pretraining steps
     assert "lr" not in " ".join(series)
+    # one file per stage, the trainer's record shape: split, per-modality groups, val records
+    pre, sft = tmp_path / "pre.jsonl", tmp_path / "sft.jsonl"
+    pre.write_text("".join(json.dumps({"step": s, "split": "train", "loss": 3.0, "modality/image": 4.0, "lr": 0.1}) + "\n" for s in (10, 20)))
+    sft.write_text(json.dumps({"step": 5, "split": "train", "loss": 2.0}) + "\n" + json.dumps({"step": 5, "split": "val", "loss": 2.5}) + "\n")
+    series = read_loss_series({"pretrain": pre, "sft": sft})
+    assert set(series) == {"pretrain: loss", "pretrain: modality/image", "sft: loss", "sft: val loss"}
+    assert series["sft: val loss"] == ([25.0], [2.5])
 
 
 def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):

@@ -48,7 +48,7 @@ def confusion_matrix_png(truth: Sequence[object], predicted: Sequence[object], p
     for i in range(len(rows)):
         for j in range(len(cols)):
             if m[i, j]:
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8)
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8, color="white" if m[i, j] > m.max() / 2 else "black")
     return _save(fig, path)
 
 
@@ -67,7 +67,7 @@ def loss_curves_png(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, (x, y) in series.items():
-        ax.plot(list(x), list(y), label=name, linewidth=1.2)
+        ax.plot(list(x), list(y), label=name, linewidth=1.2, marker="." if len(x) < 60 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)

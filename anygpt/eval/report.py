@@ -1,8 +1,9 @@
 """The demo's report: ``metrics.json``, ``report.md`` and ``report.html`` from an eval directory.
 
 Inputs: the directory ``anygpt eval`` wrote (``results.json`` + ``<task>.json`` + plots + samples),
-optionally the training metrics JSONL (records with ``step``, ``loss`` and optional per-modality
-loss keys such as ``loss_image``/``loss/speech``, and optionally ``stage``), and run facts (seeds,
+optionally the training metrics JSONL file(s) (records with ``step``, ``loss`` and optional
+per-modality keys such as ``modality/image`` or ``loss_image``, optional ``split`` and ``stage``;
+one file per stage as ``{"pretrain": path, "sft": path}``), and run facts (seeds,
 seconds, model path…). The HTML needs nothing outside the report folder: plots, sample media and
 the loss curves are copied in and referenced by relative paths.
 
@@ -18,7 +19,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from anygpt.eval import plots
 from anygpt.eval.harness import RESULTS_FILE, TASK_IO, TASK_NAMES
@@ -72,29 +73,61 @@ def load_eval_dir(eval_dir: str | os.PathLike) -> dict[str, dict]:
     return out
 
 
-def read_loss_series(path: str | os.PathLike) -> dict[str, tuple[list[float], list[float]]]:
-    """Loss series from a training metrics JSONL: ``loss`` and every other numeric key with
-    ``loss`` in its name, prefixed by ``stage`` when records carry one. When a stage restarts its
-    step count, its steps are shifted to follow the previous stage's."""
+LOSS_PREFIXES = ("modality/", "direction/", "dataset/")  # the trainer's per-group losses
+
+
+def read_loss_series(
+    logs: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Loss series from training metrics JSONL file(s).
+
+    Kept per record: ``loss``, any numeric key with ``loss`` in its name, and the trainer's
+    per-group keys (``modality/image``…), named ``[stage: ][split ]key``. A stage comes from the
+    mapping key (``{"pretrain": p1, "sft": p2}``) or a record's ``stage`` field; the ``train``
+    split is left out of names. When a stage restarts its step count, its steps are shifted to
+    follow the previous stage's, so pretraining then SFT read left to right."""
+    if isinstance(logs, Mapping):
+        files = [(str(k), Path(v)) for k, v in logs.items()]
+    elif isinstance(logs, (str, os.PathLike)):
+        files = [(None, Path(logs))]
+    else:
+        files = [(None, Path(v)) for v in logs]
     series: dict[str, tuple[list[float], list[float]]] = {}
     offset, last_step, last_stage = 0.0, 0.0, None
-    for _, rec in read_jsonl(path):
-        if "step" not in rec:
-            continue
-        stage = rec.get("stage")
-        step = float(rec["step"])
-        if stage != last_stage and last_stage is not None and step + offset <= last_step:
-            offset = last_step
-        last_stage = stage
-        x = step + offset
-        last_step = max(last_step, x)
-        for k, v in rec.items():
-            if "loss" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                name = f"{stage}: {k}" if stage else k
-                xs, ys = series.setdefault(name, ([], []))
-                xs.append(x)
-                ys.append(float(v))
+    for file_stage, path in files:
+        for _, rec in read_jsonl(path):
+            if "step" not in rec:
+                continue
+            stage = file_stage or rec.get("stage")
+            step = float(rec["step"])
+            if stage != last_stage and last_stage is not None and step + offset <= last_step:
+                offset = last_step
+            last_stage = stage
+            x = step + offset
+            last_step = max(last_step, x)
+            split = rec.get("split", "train")
+            for k, v in rec.items():
+                if not ("loss" in k or k.startswith(LOSS_PREFIXES)):
+                    continue
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    name = (f"{stage}: " if stage else "") + ("" if split == "train" else f"{split} ") + k
+                    xs, ys = series.setdefault(name, ([], []))
+                    xs.append(x)
+                    ys.append(float(v))
     return series
+
+
+def _existing_logs(train_log) -> Any:
+    """The given log(s) that exist (a missing log only leaves the loss section empty)."""
+    if not train_log:
+        return None
+    if isinstance(train_log, Mapping):
+        found = {k: v for k, v in train_log.items() if Path(v).is_file()}
+    elif isinstance(train_log, (str, os.PathLike)):
+        found = [train_log] if Path(train_log).is_file() else []
+    else:
+        found = [v for v in train_log if Path(v).is_file()]
+    return found or None
 
 
 def _fmt(v: Any) -> str:
@@ -136,7 +169,7 @@ def _media_md(rel: str | None) -> str:
 def write_report(
     report_dir: str | os.PathLike,
     eval_dir: str | os.PathLike,
-    train_log: str | os.PathLike | None = None,
+    train_log: str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] | None = None,
     run_info: Mapping[str, Any] | None = None,
     title: str = "anygpt demo report",
     chat_hint: str | None = None,
@@ -160,8 +193,9 @@ def write_report(
     atomic_write_text(written["metrics"], json.dumps(flat, indent=1, sort_keys=True))
 
     loss_rel = None
-    if train_log and Path(train_log).exists():
-        series = read_loss_series(train_log)
+    logs = _existing_logs(train_log)
+    if logs:
+        series = read_loss_series(logs)
         if series:
             written["loss_curves"] = plots.loss_curves_png(series, rd / "loss_curves.png")
             loss_rel = "loss_curves.png"
