@@ -189,9 +189,12 @@ def test_eval_cli_end_to_end_writes_every_task(tiny_bundle_dir, corpus_dir, tmp_
     from anygpt.eval.report import flat_metrics
 
     out = tmp_path / "eval"
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "split": "train", "loss": 5.0 / s}) + "\n" for s in (1, 2, 3)))
     rc = main(["eval", "--model", str(tiny_bundle_dir), "--data", str(corpus_dir), "--out", str(out), "--seed", "3",
-               "--batch-size", "2", "--preset", "bundle"])
+               "--batch-size", "2", "--preset", "bundle", "--report", str(tmp_path / "report"), "--train-log", f"sft={log}"])
     assert rc == 0
+    assert {"report.md", "report.html", "metrics.json", "loss_curves.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"image_to_text", "text_to_image", "asr", "tts", "music_to_text", "text_to_music"}
     for task, r in results.items():
@@ -252,3 +255,21 @@ def test_a_failing_task_is_recorded_and_the_others_still_run(tiny_bundle_dir, co
     assert "image head exploded" in res["text_to_image"]["failed"] and res["text_to_image"]["n"] == 0
     assert "failed" not in res["image_to_text"] and res["image_to_text"]["n"] == 1
     assert "image head exploded" in json.loads((tmp_path / "results.json").read_text())["text_to_image"]["failed"]
+
+
+def test_evalset_finds_the_corpus_layout_and_resolves_paths(tmp_path):
+    from anygpt.eval.evalset import EvalSet, find_manifest
+
+    (tmp_path / "image" / "eval").mkdir(parents=True)
+    (tmp_path / "image" / "eval" / "a.png").write_bytes(b"x")
+    (tmp_path / "image_train.jsonl").write_text(json.dumps({"id": "t", "path": "image/train/t.png", "text": "x"}) + "\n")
+    (tmp_path / "image_eval.jsonl").write_text(
+        json.dumps({"id": "a", "path": "image/eval/a.png", "text": "a red circle", "attributes": {"colour": "red"}}) + "\n"
+        + json.dumps({"id": "b", "text": "no path"}) + "\n")
+    path, split = find_manifest(tmp_path, "image")
+    assert (path.name, split) == ("image_eval.jsonl", "eval")  # held-out split, never train
+    es = EvalSet.load(tmp_path, "image")
+    assert [it.id for it in es] == ["a"] and es.items[0].path == tmp_path / "image" / "eval" / "a.png"
+    assert es.items[0].attributes == {"colour": "red"} and len(es.errors) == 1 and "image_eval.jsonl:2" in es.errors[0]
+    with pytest.raises(FileNotFoundError, match="no music manifest"):
+        find_manifest(tmp_path, "music")

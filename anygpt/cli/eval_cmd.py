@@ -10,6 +10,7 @@ Examples:
   anygpt eval --model M --data D --out E --tasks asr,tts --limit 50 --seed 1
   anygpt eval --model M --data D --out E --tasks text_to_image --preset sample --clip-model ~/models/clip
   anygpt eval --model M --data D --out E --tasks tts --asr-model ~/models/whisper-tiny
+  anygpt eval --model M --data D --out E --report E/report --train-log pretrain=run1/metrics.jsonl --train-log sft=run2/metrics.jsonl
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for instruction phrasing and sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")
+    p.add_argument("--report", type=Path, metavar="DIR", help="also render report.md, report.html and metrics.json into DIR")
+    p.add_argument("--train-log", action="append", default=[], metavar="[STAGE=]PATH",
+                   help="training metrics.jsonl for the report's loss curves (repeat per stage)")
     p.add_argument("--asr-model", type=Path, help="local transformers ASR model dir (e.g. Whisper) to score TTS as well")
     p.add_argument("--clip-model", type=Path, help="local CLIP model dir to add a CLIP score to text_to_image")
 
@@ -54,7 +58,24 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model)
     results = run_eval(cfg, model_dir=args.model)
     print(f"wrote {Path(args.out) / 'results.json'}")
+    if args.report:
+        from anygpt.eval.report import write_report
+
+        logs = dict(_stage_log(v, i) for i, v in enumerate(args.train_log))
+        written = write_report(args.report, args.out, train_log=logs or None,
+                               run_info={"model": str(args.model), "data": str(args.data), "seed": args.seed, "preset": args.preset})
+        print(f"wrote {written['html']}")
     failed = {t: r["failed"] for t, r in results.items() if "failed" in r}
     if failed:
         raise CLIError("task(s) failed: " + "; ".join(f"{t}: {why}" for t, why in failed.items()))
     return 0
+
+
+def _stage_log(text: str, index: int) -> tuple[str, Path]:
+    """``pretrain=path`` → ("pretrain", path); a bare path is stage ``run<index>``."""
+    stage, sep, path = text.partition("=")
+    if not sep:
+        return f"run{index + 1}", Path(text)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: --train-log file not found")
+    return stage, Path(path)
