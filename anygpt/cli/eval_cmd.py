@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from anygpt.cli import CLIError
@@ -56,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = EvalConfig(data=Path(args.data), out=Path(args.out), tasks=tasks, limit=args.limit, preset=args.preset,
                      seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model)
+    t0 = time.time()
     results = run_eval(cfg, model_dir=args.model)
+    seconds = round(time.time() - t0, 1)
     print(f"wrote {Path(args.out) / 'results.json'}")
     if args.report:
         from anygpt.eval.report import write_report
 
         logs = dict(_stage_log(v, i) for i, v in enumerate(args.train_log))
         written = write_report(args.report, args.out, train_log=logs or None,
-                               run_info={"model": str(args.model), "data": str(args.data), "seed": args.seed, "preset": args.preset})
+                               run_info={"model": str(args.model), "data": str(args.data), "seed": args.seed, "preset": args.preset,
+                                         "eval seconds": seconds})
         print(f"wrote {written['html']}")
     failed = {t: r["failed"] for t, r in results.items() if "failed" in r}
     if failed:

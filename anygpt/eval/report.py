@@ -220,7 +220,7 @@ def write_report(
         for ex in r.get("examples", [])[:n_samples]:
             out_text = str(ex.get("output", ex.get("own_asr", "")) or "")
             if ex.get("recovered"):
-                rec = ", ".join(f"{k}={v}" for k, v in ex["recovered"].items() if k != "bpm")
+                rec = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in ex["recovered"].items())
                 out_text = f"{out_text} (recovered: {rec})".strip()
             if media_in:  # media → text: input media, reference text, output text
                 ref = ex.get("reference", "")
