@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "train_cmd",
     "chat": "chat",
     "serve": "serve",
+    "eval": "eval_cmd",
 }
 
 

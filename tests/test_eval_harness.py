@@ -1,0 +1,275 @@
+"""`anygpt eval` end to end on a tiny random Llama bundle with fake modality tokenizers.
+
+The numbers are meaningless (random weights); what is checked is that every task runs through
+prompt building, constrained batched generation, decoding and scoring, and writes well-formed
+files with the keys the demo's metrics.json relies on."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from anygpt.modality.base import ModalityTokenizer, register_backend
+
+RATE = 8000
+COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220)}
+
+
+class _FakeImage(ModalityTokenizer):
+    """4×4 grid of cells, one code per cell: which of R, G, B is bright (8 codes) × dark/light."""
+
+    modality = "image"
+    codebook_size = 16
+    tokens_per_item = 16
+    image_size = 32
+
+    def load_media(self, path):
+        return Image.open(path).convert("RGB").resize((32, 32))
+
+    def encode(self, batch):
+        out = []
+        for img in batch:
+            a = np.asarray(img.resize((4, 4), Image.BILINEAR), dtype=np.int64)
+            bits = (a > 127).astype(np.int64)
+            out.append((bits[..., 0] + 2 * bits[..., 1] + 4 * bits[..., 2] + 8 * (a.mean(-1) > 200)).reshape(-1))
+        return out
+
+    def decode(self, codes):
+        c = np.zeros(16, dtype=np.int64)
+        c[: min(16, len(codes))] = np.asarray(codes[:16])
+        rgb = np.stack([(c & 1) > 0, (c & 2) > 0, (c & 4) > 0], -1).astype(np.uint8) * 200 + 30
+        return Image.fromarray(rgb.reshape(4, 4, 3)).resize((32, 32), Image.NEAREST)
+
+
+class _FakeAudio(ModalityTokenizer):
+    """25 frames/s; a frame's code is its dominant pitch bin; decoding plays that pitch."""
+
+    codebook_size = 32
+    frames_per_second = 25.0
+    sample_rate = RATE
+    max_seconds = 2.0
+
+    def load_media(self, path):
+        import soundfile as sf
+
+        wave, sr = sf.read(str(path), dtype="float32")
+        assert sr == RATE
+        return wave
+
+    def encode(self, batch):
+        hop = RATE // 25
+        out = []
+        for w in batch:
+            frames = np.asarray(w)[: len(w) // hop * hop].reshape(-1, hop)
+            spec = np.abs(np.fft.rfft(frames, axis=1))
+            out.append(np.minimum(spec.argmax(axis=1) // 4, 31).astype(np.int64))
+        return out
+
+    def decode(self, codes):
+        hop = RATE // 25
+        t = np.arange(hop) / RATE
+        return np.concatenate([0.3 * np.sin(2 * np.pi * (4 * int(c) + 2) * 25 * t) for c in codes] or [np.zeros(hop)]).astype(np.float32)
+
+
+@register_backend("fake-eval-image")
+class FakeImageTokenizer(_FakeImage):
+    pass
+
+
+@register_backend("fake-eval-speech")
+class FakeSpeechTokenizer(_FakeAudio):
+    modality = "speech"
+
+
+@register_backend("fake-eval-music")
+class FakeMusicTokenizer(_FakeAudio):
+    modality = "music"
+
+
+def _tone(freq: float, seconds: float, bright: bool) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    y = sum(np.sin(2 * np.pi * k * freq * t) / (k if bright else k**3) for k in range(1, 6))
+    return (0.3 * y / np.abs(y).max()).astype(np.float32)
+
+
+def _write_corpus(root: Path) -> None:
+    import soundfile as sf
+
+    def manifest(modality, split, rows):
+        p = root / modality / f"{split}.jsonl"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    rows = []
+    for i, (colour, shape) in enumerate([("red", "circle"), ("blue", "square"), ("red", "square")]):
+        img = Image.new("RGB", (32, 32), "white")
+        d = ImageDraw.Draw(img)
+        (d.ellipse if shape == "circle" else d.rectangle)([6, 6, 26, 26], fill=COLOURS[colour])
+        img.save(root / f"img{i}.png")
+        rows.append({"id": f"img{i}", "path": f"../img{i}.png", "text": f"a {colour} {shape}", "attributes": {"colour": colour, "shape": shape}})
+    (root / "image").mkdir(parents=True, exist_ok=True)
+    manifest("image", "test", rows)
+    rows = []
+    for i, text in enumerate(["hello world", "one two three"]):
+        sf.write(root / f"sp{i}.wav", _tone(300 + 100 * i, 0.6, True), RATE)
+        rows.append({"id": f"sp{i}", "path": str(root / f"sp{i}.wav"), "text": text, "attributes": {}})
+    manifest("speech", "test", rows)
+    (root / "bad.wav").write_bytes(b"not audio")
+    with open(root / "speech" / "test.jsonl", "a") as f:
+        f.write(json.dumps({"id": "bad", "path": str(root / "bad.wav"), "text": "broken"}) + "\n{not json\n")
+    for split, n in (("train", 4), ("test", 2)):
+        rows = []
+        for i in range(n):
+            inst = ["flute", "organ"][i % 2]
+            name = f"mu_{split}{i}.wav"
+            sf.write(root / name, _tone(220 * (1 + 0.1 * i), 1.0, inst == "organ"), RATE)
+            rows.append({"id": f"mu_{split}{i}", "path": f"../{name}", "text": f"a slow {inst} melody",
+                         "attributes": {"instrument": inst, "tempo": "slow", "key": "C major", "mood": "calm"}})
+        manifest("music", split, rows)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A 32-wide model is ~100x slower with 2 threads on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
+    """A random 2-layer Llama with the `default` layout, chat template and the fake tokenizers."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from anygpt.data.templates import get_template
+    from anygpt.model.bundle import save_bundle_extras
+    from anygpt.modality.base import TokenizerCard
+    from anygpt.vocab import VocabLayout, load_base_tokenizer
+
+    d = tmp_path_factory.mktemp("bundle")
+    tok = load_base_tokenizer(base_tokenizer_dir)
+    layout = VocabLayout.from_profile("default", len(tok), {"image": 16, "speech": 32, "music": 32})
+    layout.grow_tokenizer(tok)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=layout.padded_vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(str(d), safe_serialization=True)
+    cards = {}
+    for m in ("image", "speech", "music"):
+        cd = tmp_path_factory.mktemp(f"card_{m}")
+        TokenizerCard(f"fake-eval-{m}", m, cd, {}).save(cd)
+        cards[m] = cd
+    save_bundle_extras(d, tok, layout, get_template("chat"), cards, generation={"speech": {"max_new_tokens": 20}})
+    return d
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    _write_corpus(root)
+    return root
+
+
+DEMO_KEYS = ["image_to_text.attribute_accuracy", "text_to_image.attribute_accuracy", "asr.wer", "tts.wer",
+             "music_to_text.instrument_accuracy"]
+
+
+def test_eval_cli_end_to_end_writes_every_task(tiny_bundle_dir, corpus_dir, tmp_path):
+    from anygpt.cli import main
+    from anygpt.eval.report import flat_metrics
+
+    out = tmp_path / "eval"
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "split": "train", "loss": 5.0 / s}) + "\n" for s in (1, 2, 3)))
+    rc = main(["eval", "--model", str(tiny_bundle_dir), "--data", str(corpus_dir), "--out", str(out), "--seed", "3",
+               "--batch-size", "2", "--preset", "bundle", "--report", str(tmp_path / "report"), "--train-log", f"sft={log}"])
+    assert rc == 0
+    assert {"report.md", "report.html", "metrics.json", "loss_curves.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"image_to_text", "text_to_image", "asr", "tts", "music_to_text", "text_to_music"}
+    for task, r in results.items():
+        per = json.loads((out / f"{task}.json").read_text())
+        assert per["seed"] == 3 and r["seed"] == 3
+        assert per["decoding"]["preset"] == "bundle" and "do_sample" in per["decoding"]
+        assert per["metrics"]["n"] == per["n"] == r["n"] > 0, task
+        assert per["examples"] and all(math.isfinite(v) for v in per["metrics"].values() if isinstance(v, float))
+        for plot in per["plots"]:
+            assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+    # images are sampled at T=1 (greedy picks the background patch); speech follows the bundle's settings
+    assert results["text_to_image"]["decoding"]["do_sample"] is True and results["text_to_image"]["decoding"]["temperature"] == 1.0
+    assert results["tts"]["decoding"]["max_new_tokens"] == 20
+    # the broken wav and the malformed manifest line are recorded, not fatal
+    asr = json.loads((out / "asr.json").read_text())
+    assert asr["n"] == 2 and any("bad.wav" in e for e in asr["errors"]) and any("test.jsonl:4" in e for e in asr["errors"])
+    # fixed-length image output: exactly tokens_per_item codes, decoded and saved as PNG samples
+    t2i = json.loads((out / "text_to_image.json").read_text())
+    assert all(ex["n_codes"] == 16 for ex in t2i["examples"])
+    assert (out / t2i["examples"][0]["output_media"]).read_bytes()[:4] == b"\x89PNG"
+    t2m = json.loads((out / "text_to_music.json").read_text())
+    assert "analyser_instrument_accuracy_on_real_clips" in t2m["metrics"]
+    flat = flat_metrics(results)
+    for key in DEMO_KEYS:
+        assert key in flat and 0.0 <= flat[key] <= max(1.0, flat[key]), key
+        assert flat[key.split(".")[0] + ".n"] > 0
+
+
+def test_same_seed_gives_same_results(tiny_bundle_dir, corpus_dir, tmp_path):
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = EvalConfig(data=corpus_dir, out=tmp_path / name, tasks=["text_to_image", "image_to_text"], seed=7, limit=2)
+        res = run_eval(cfg, model_dir=tiny_bundle_dir, progress=None)
+        runs.append({t: (r["metrics"], [e.get("output", e.get("recovered")) for e in r["examples"]]) for t, r in res.items()})
+    assert runs[0] == runs[1]
+
+
+def test_eval_cli_bad_input_is_one_line_error(cli, tiny_bundle_dir, tmp_path):
+    proc = cli("eval", "--model", tiny_bundle_dir, "--data", tmp_path, "--out", tmp_path / "o", "--tasks", "captioning", check=False)
+    assert proc.returncode == 2 and "unknown task" in proc.stderr and "image_to_text" in proc.stderr
+    proc = cli("eval", "--model", tiny_bundle_dir, "--data", tmp_path, "--out", tmp_path / "o", "--tasks", "asr", check=False)
+    assert proc.returncode == 2 and "no speech manifest" in proc.stderr
+
+
+def test_a_failing_task_is_recorded_and_the_others_still_run(tiny_bundle_dir, corpus_dir, tmp_path):
+    from anygpt.eval.generation import reference_generate_batch
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    def flaky(bundle, prompts, output_modality, settings):
+        if output_modality == "image":
+            raise RuntimeError("image head exploded")
+        return reference_generate_batch(bundle, prompts, output_modality, settings)
+
+    cfg = EvalConfig(data=corpus_dir, out=tmp_path, tasks=["text_to_image", "image_to_text"], limit=1)
+    res = run_eval(cfg, model_dir=tiny_bundle_dir, generator=flaky, progress=None)
+    assert "image head exploded" in res["text_to_image"]["failed"] and res["text_to_image"]["n"] == 0
+    assert "failed" not in res["image_to_text"] and res["image_to_text"]["n"] == 1
+    assert "image head exploded" in json.loads((tmp_path / "results.json").read_text())["text_to_image"]["failed"]
+
+
+def test_evalset_finds_the_corpus_layout_and_resolves_paths(tmp_path):
+    from anygpt.eval.evalset import EvalSet, find_manifest
+
+    (tmp_path / "image" / "eval").mkdir(parents=True)
+    (tmp_path / "image" / "eval" / "a.png").write_bytes(b"x")
+    (tmp_path / "image_train.jsonl").write_text(json.dumps({"id": "t", "path": "image/train/t.png", "text": "x"}) + "\n")
+    (tmp_path / "image_eval.jsonl").write_text(
+        json.dumps({"id": "a", "path": "image/eval/a.png", "text": "a red circle", "attributes": {"colour": "red"}}) + "\n"
+        + json.dumps({"id": "b", "text": "no path"}) + "\n")
+    path, split = find_manifest(tmp_path, "image")
+    assert (path.name, split) == ("image_eval.jsonl", "eval")  # held-out split, never train
+    es = EvalSet.load(tmp_path, "image")
+    assert [it.id for it in es] == ["a"] and es.items[0].path == tmp_path / "image" / "eval" / "a.png"
+    assert es.items[0].attributes == {"colour": "red"} and len(es.errors) == 1 and "image_eval.jsonl:2" in es.errors[0]
+    with pytest.raises(FileNotFoundError, match="no music manifest"):
+        find_manifest(tmp_path, "music")
