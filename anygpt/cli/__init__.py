@@ -15,6 +15,7 @@ import sys
 # command name -> module under anygpt.cli
 COMMANDS = {
     "vocab": "vocab",
+    "convert": "convert",
 }
 
 
