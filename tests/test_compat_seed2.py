@@ -1,0 +1,159 @@
+"""SEED-2 image tokenizer: published key names, loading through a card, image → 32 codes → embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from anygpt.modality.base import load_tokenizer
+from anygpt.modality.seed2 import (
+    Seed2Config, Seed2ImageTokenizer, Seed2Quantizer, build_unclip_pipeline, load_seed2, load_torch_file, save_seed2,
+)
+
+# Tiny widths, the published structure and names; 32 codes from 8192 as the real model.
+TINY = dict(image_size=28, patch_size=14, vit_width=32, vit_depth=2, vit_heads=2, vit_mlp_hidden=64,
+            qformer_hidden=48, qformer_layers=2, qformer_heads=4, qformer_intermediate=96,
+            decode_depth=1, decode_heads=4, image_down_dims=[16, 8, 4], embed_dim=24)
+
+
+def write_card(d, **settings):
+    path = d / "seed2.yaml"
+    path.write_text(yaml.safe_dump({"backend": "seed2", "modality": "image", "architecture": TINY, **settings}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A random tiny SEED-2 saved as seed_quantizer.pt (vision tower inside) and its state dict."""
+    d = tmp_path_factory.mktemp("seed2")
+    torch.manual_seed(0)
+    model = Seed2Quantizer(Seed2Config.from_dict(TINY))
+    save_seed2(model, d / "seed_quantizer.pt")
+    return d, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_full_size_key_names_and_shapes_match_the_published_model():
+    with torch.device("meta"):
+        sd = Seed2Quantizer().state_dict()
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    assert shapes["quantize.embedding.weight"] == (8192, 32)
+    assert shapes["query_tokens"] == (1, 32, 768)
+    assert shapes["visual_encoder.patch_embed.proj.weight"] == (1408, 3, 14, 14)
+    assert shapes["visual_encoder.pos_embed"] == (1, 257, 1408)
+    assert shapes["visual_encoder.blocks.38.mlp.fc1.weight"] == (6144, 1408)
+    assert "visual_encoder.blocks.39.norm1.weight" not in shapes  # BLIP-2 keeps 39 of 40 blocks
+    assert shapes["visual_encoder.blocks.0.attn.q_bias"] == (1408,)
+    assert shapes["Qformer.bert.encoder.layer.10.crossattention.self.key.weight"] == (768, 1408)
+    assert not any(k.startswith("Qformer.bert.encoder.layer.11.crossattention") for k in shapes)
+    assert shapes["Qformer.bert.encoder.layer.11.output_query.dense.weight"] == (768, 3072)
+    assert shapes["encode_task_layer.2.weight"] == (32, 768)
+    assert shapes["decode_task_layer.2.weight"] == (768, 32)
+    assert shapes["blocks_image.3.attn.qkv.bias"] == (2304,)
+    assert [shapes[f"image_down.{i}.weight"] for i in (0, 2, 4)] == [(256, 768), (128, 256), (32, 128)]
+    assert shapes["distill_image_proj.weight"] == (1024, 1024)
+
+
+def test_image_to_32_codes_to_embedding(saved, tmp_path):
+    d, sd = saved
+    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt"), device="cpu")
+    assert isinstance(tok, Seed2ImageTokenizer) and tok.tokens_per_item == 32 and tok.codebook_size == 8192
+    assert all(torch.equal(v, sd[k]) for k, v in tok.model.state_dict().items())  # loaded, not re-initialised
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8))  # not square: resized, no crop
+    path = tmp_path / "x.png"
+    img.save(path)
+    codes = tok.encode([img, tok.load_media(path)])
+    assert [c.shape for c in codes] == [(32,), (32,)] and codes[0].dtype == np.int64
+    assert np.array_equal(codes[0], codes[1]) and codes[0].min() >= 0 and codes[0].max() < 8192
+    emb = tok.embed(codes[0])
+    assert emb.shape == (TINY["embed_dim"],) and np.isfinite(emb).all()
+    assert not np.allclose(emb, tok.embed((codes[0] + 1) % 8192))  # the embedding depends on the codes
+
+
+def test_vision_tower_from_a_separate_local_file(saved, tmp_path):
+    d, sd = saved
+    model = Seed2Quantizer(Seed2Config.from_dict(TINY))
+    model.load_state_dict(sd)
+    save_seed2(model, tmp_path / "seed_quantizer.pt", with_vision_tower=False)
+    assert not any(k.startswith("visual_encoder.") for k in load_torch_file(tmp_path / "seed_quantizer.pt"))
+    with pytest.raises(ValueError, match="vision_tower"):
+        load_tokenizer(write_card(tmp_path, checkpoint="seed_quantizer.pt"), device="cpu")
+    tok = load_tokenizer(write_card(tmp_path, checkpoint="seed_quantizer.pt", vision_tower="eva_vit_g.pth"), device="cpu")
+    pixels = torch.randn(1, 3, 28, 28)
+    assert torch.equal(tok.model.codes(pixels), model.eval().codes(pixels))
+
+
+def test_incomplete_or_unsafe_checkpoints_are_refused(saved, tmp_path):
+    _, sd = saved
+    torch.save({k: v for k, v in sd.items() if not k.startswith("distill_image_proj")}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"partial\.pt: missing 2 SEED-2 weights"):
+        load_seed2(tmp_path / "partial.pt", cfg=Seed2Config.from_dict(TINY))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"quantize.embedding.weight": Payload()}, tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)  # the payload is live: an unsafe load runs it
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(ValueError, match=r"evil\.pt: refused"):
+        load_torch_file(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_repairs_bad_code_lists_and_needs_unclip_dir_to_render(saved):
+    d, _ = saved
+    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt"), device="cpu")
+    with pytest.warns(UserWarning, match="expected 32"):
+        short = tok.embed([5, 6, 7])
+    with pytest.warns(UserWarning, match="clamped"):
+        tok.embed([9000] * 32)
+    assert short.shape == (TINY["embed_dim"],)
+    with pytest.raises(ValueError, match="unclip_dir"):
+        tok.decode([1] * 32)
+
+
+def test_decode_builds_the_unclip_pipeline_from_the_local_dir_with_reference_settings(saved, tmp_path, monkeypatch):
+    """The pixel path without weights: the pipeline comes from the card's local directory (never
+    the hub) and is called with the codes' embedding, guidance 10, 20 steps, noise level 0."""
+    import diffusers
+
+    d, _ = saved
+    unclip = tmp_path / "sd21-unclip"
+    unclip.mkdir()
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        build_unclip_pipeline(unclip)
+    (unclip / "model_index.json").write_text("{}")
+    seen = {}
+
+    class FakePipe:
+        device = torch.device("cpu")
+        unet = torch.nn.Linear(1, 1)
+
+        def set_progress_bar_config(self, **kw):
+            pass
+
+        def to(self, device):
+            return self
+
+        def __call__(self, **kw):
+            seen.update(kw)
+            return type("Out", (), {"images": [Image.new("RGB", (8, 8))]})()
+
+    def fake_from_pretrained(path, **kw):
+        seen["path"], seen["load_kwargs"] = path, kw
+        return FakePipe()
+
+    monkeypatch.setattr(diffusers.StableUnCLIPImg2ImgPipeline, "from_pretrained", staticmethod(fake_from_pretrained))
+    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt", unclip_dir=str(unclip)), device="cpu")
+    codes = list(range(32))
+    image = tok.decode(codes)
+    assert isinstance(image, Image.Image)
+    assert seen["path"] == str(unclip) and seen["load_kwargs"]["local_files_only"] is True
+    assert (seen["guidance_scale"], seen["num_inference_steps"], seen["noise_level"]) == (10.0, 20, 0)
+    assert np.allclose(seen["image_embeds"][0].numpy(), tok.embed(codes))
