@@ -146,5 +146,19 @@ def test_reference_checkpoint_chats_through_the_script_mode(chat_ckpt, tmp_path,
     cli("chat", "--model", d, "--script", script, "--transcript", transcript, "--preset", "greedy",
         "--set", "max_new_tokens=6", "--out", tmp_path / "media")
     rows = [json.loads(line) for line in transcript.read_text().splitlines()]
-    assert [r["turn"] for r in rows] == [0, 1]
+    assert len(rows) == 2 and rows[0]["turn"] < rows[1]["turn"]  # one transcript line per turn, history kept
     assert all(isinstance(r["raw"], str) and isinstance(r["text"], str) for r in rows)
+
+
+def test_reference_cards_in_tokenizers_folder_parse(repo_root):
+    """The shipped cards name registered backends and the reference's models/ layout."""
+    from anygpt.modality.base import load_card
+
+    seed = load_card(repo_root / "tokenizers" / "seed2.yaml")
+    assert (seed.backend, seed.modality) == ("seed2", "image")
+    assert seed.path("checkpoint").resolve() == repo_root.resolve() / "models" / "seed-tokenizer-2" / "seed_quantizer.pt"
+    assert (seed.settings["guidance_scale"], seed.settings["num_inference_steps"]) == (10, 20)
+    speech = load_card(repo_root / "tokenizers" / "speechtokenizer_soundstorm.yaml")
+    assert (speech.backend, speech.modality, speech.settings["checkpoint"]) == ("speechtokenizer", "speech", "ckpt.dev")
+    assert speech.path("soundstorm").name == "speechtokenizer_soundstorm_mls.pt"
+    assert speech.settings["soundstorm_steps"] == 3
