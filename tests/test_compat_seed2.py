@@ -118,42 +118,75 @@ def test_repairs_bad_code_lists_and_needs_unclip_dir_to_render(saved):
         tok.decode([1] * 32)
 
 
-def test_decode_builds_the_unclip_pipeline_from_the_local_dir_with_reference_settings(saved, tmp_path, monkeypatch):
-    """The pixel path without weights: the pipeline comes from the card's local directory (never
-    the hub) and is called with the codes' embedding, guidance 10, 20 steps, noise level 0."""
+def save_tiny_unclip(d, embed_dim: int) -> None:
+    """A randomly initialised Stable UnCLIP img2img pipeline in diffusers' directory layout (tiny
+    widths, the same components as stabilityai/stable-diffusion-2-1-unclip)."""
+    import json
+
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch], vocab[ch + "</w>"] = len(vocab), len(vocab) + 1
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    torch.manual_seed(0)
+    pipe = StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+            patch_size=4, projection_dim=embed_dim)),
+        image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=embed_dim),
+        image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        tokenizer=CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=16),
+        text_encoder=CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=16, projection_dim=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)),
+        unet=UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=(2, 4), class_embed_type="projection",
+            projection_class_embeddings_input_dim=embed_dim * 2, norm_num_groups=8),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1),
+        vae=AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+                          down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2),
+    )
+    pipe.save_pretrained(str(d / "sd21-unclip"))
+
+
+def test_codes_render_through_a_local_unclip_pipeline_with_reference_settings(saved, tmp_path, monkeypatch):
+    """The pixel path end to end with random weights: the pipeline is loaded from the card's local
+    directory (never the hub) and called with the codes' embedding, guidance 10, noise level 0 and
+    the card's step count (the reference's 20; 2 here to stay fast)."""
     import diffusers
 
     d, _ = saved
-    unclip = tmp_path / "sd21-unclip"
-    unclip.mkdir()
     with pytest.raises(FileNotFoundError, match="model_index.json"):
-        build_unclip_pipeline(unclip)
-    (unclip / "model_index.json").write_text("{}")
+        build_unclip_pipeline(tmp_path)
+    save_tiny_unclip(tmp_path, TINY["embed_dim"])
     seen = {}
+    real_load, real_call = diffusers.StableUnCLIPImg2ImgPipeline.from_pretrained, diffusers.StableUnCLIPImg2ImgPipeline.__call__
 
-    class FakePipe:
-        device = torch.device("cpu")
-        unet = torch.nn.Linear(1, 1)
+    def spy_load(path, **kw):
+        seen["path"], seen["local_files_only"] = path, kw.get("local_files_only")
+        return real_load(path, **kw)
 
-        def set_progress_bar_config(self, **kw):
-            pass
+    def spy_call(self, **kw):
+        seen.update(kw)
+        return real_call(self, **kw)
 
-        def to(self, device):
-            return self
-
-        def __call__(self, **kw):
-            seen.update(kw)
-            return type("Out", (), {"images": [Image.new("RGB", (8, 8))]})()
-
-    def fake_from_pretrained(path, **kw):
-        seen["path"], seen["load_kwargs"] = path, kw
-        return FakePipe()
-
-    monkeypatch.setattr(diffusers.StableUnCLIPImg2ImgPipeline, "from_pretrained", staticmethod(fake_from_pretrained))
-    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt", unclip_dir=str(unclip)), device="cpu")
-    codes = list(range(32))
+    monkeypatch.setattr(diffusers.StableUnCLIPImg2ImgPipeline, "from_pretrained", staticmethod(spy_load))
+    monkeypatch.setattr(diffusers.StableUnCLIPImg2ImgPipeline, "__call__", spy_call)
+    card = write_card(d, checkpoint="seed_quantizer.pt", unclip_dir=str(tmp_path / "sd21-unclip"), num_inference_steps=2)
+    tok = load_tokenizer(card, device="cpu")
+    codes = list(range(0, 8192, 256))
     image = tok.decode(codes)
-    assert isinstance(image, Image.Image)
-    assert seen["path"] == str(unclip) and seen["load_kwargs"]["local_files_only"] is True
-    assert (seen["guidance_scale"], seen["num_inference_steps"], seen["noise_level"]) == (10.0, 20, 0)
+    assert isinstance(image, Image.Image) and image.size == (16, 16)  # sample_size 8 × VAE factor 2
+    assert seen["path"] == str(tmp_path / "sd21-unclip") and seen["local_files_only"] is True
+    assert (seen["guidance_scale"], seen["num_inference_steps"], seen["noise_level"]) == (10.0, 2, 0)
     assert np.allclose(seen["image_embeds"][0].numpy(), tok.embed(codes))
+    assert np.array_equal(np.asarray(image), np.asarray(tok.decode(codes)))  # fixed noise: same codes, same image

@@ -464,7 +464,7 @@ def build_unclip_pipeline(unclip_dir: str | os.PathLike, device: str = "cpu", dt
     d = Path(unclip_dir)
     if not (d / "model_index.json").is_file():
         raise FileNotFoundError(f"{d}: not a diffusers pipeline directory (no model_index.json)")
-    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(d), torch_dtype=dtype, local_files_only=True)
+    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(str(d), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
