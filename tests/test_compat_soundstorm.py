@@ -88,3 +88,24 @@ def test_rejects_mismatched_inputs(storm_file, speech_tokenizer):
         semantic_to_acoustic(storm, speech_tokenizer, [1, 2, 3], np.zeros((4, 10), np.int64))
     with pytest.raises(ValueError, match="semantic codes"):
         semantic_to_acoustic(storm, speech_tokenizer, [1, 2, 5000])
+
+
+def test_voice_decoder_from_a_speech_card_and_a_prompt_file(storm_file, speech_tokenizer, tmp_path):
+    """What the speech backend calls: card → VoiceDecoder; layer-0 codes + prompt file → 8 layers."""
+    import soundfile as sf
+
+    from anygpt.modality.base import MediaError, TokenizerCard
+    from anygpt.modality.soundstorm import VoiceDecoder
+
+    assert VoiceDecoder.from_card(TokenizerCard("speechtokenizer", "speech", tmp_path, {})) is None
+    card = TokenizerCard("speechtokenizer", "speech", storm_file.parent,
+                         {"soundstorm": storm_file.name, "soundstorm_config": TINY, "soundstorm_steps": 2, "voice_prompt_seconds": 0.5})
+    voice = VoiceDecoder.from_card(card)
+    assert (voice.steps, voice.prompt_seconds) == (2, 0.5)
+    stereo = np.random.default_rng(1).normal(0, 0.1, (22050, 2)).astype(np.float32)  # 1 s stereo at 22.05 kHz
+    sf.write(tmp_path / "voice.wav", stereo, 22050)
+    codes = voice.all_layers(speech_tokenizer, [3, 1, 4, 1, 5], tmp_path / "voice.wav")
+    assert codes.shape == (8, 5) and list(codes[0]) == [3, 1, 4, 1, 5] and codes.max() < 1024
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(MediaError, match=r"bad\.wav: not a readable audio file"):
+        voice.all_layers(speech_tokenizer, [3], tmp_path / "bad.wav")

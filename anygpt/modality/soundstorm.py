@@ -429,3 +429,49 @@ def semantic_to_acoustic(soundstorm: SoundStorm, speech_tokenizer_model, semanti
     gen = torch.Generator().manual_seed(seed)
     out = soundstorm.generate(sem, prompt, steps=steps, generator=gen)
     return out[0].T.cpu().numpy().astype(np.int64)
+
+
+@dataclass
+class VoiceDecoder:
+    """What a speech backend needs for voice-prompted decoding: a loaded SoundStorm plus the card's
+    settings. ``all_layers`` turns layer-0 codes (+ a prompt file) into every RVQ layer."""
+
+    soundstorm: SoundStorm
+    steps: int = 3
+    prompt_seconds: float = 3.0
+
+    @classmethod
+    def from_card(cls, card, device: str = "cpu") -> "VoiceDecoder | None":
+        """From a speech card's ``soundstorm`` (path), ``soundstorm_config`` (sizes, optional),
+        ``soundstorm_steps`` and ``voice_prompt_seconds``; None when the card names no SoundStorm."""
+        path = card.path("soundstorm")
+        if path is None:
+            return None
+        model = load_soundstorm(path, card.settings.get("soundstorm_config"), device)
+        return cls(model, int(card.settings.get("soundstorm_steps", 3)), float(card.settings.get("voice_prompt_seconds", 3.0)))
+
+    def all_layers(self, speech_tokenizer_model, semantic_codes, voice_prompt: str | os.PathLike | None = None) -> np.ndarray:
+        """Layer-0 codes ``[T]`` (+ a voice prompt audio file) → ``[n_q, T]`` codes to decode."""
+        prompt = None
+        if voice_prompt is not None:
+            wav, sr = read_voice_prompt(voice_prompt, self.prompt_seconds)
+            prompt = prompt_codes_from_audio(speech_tokenizer_model, wav, sr, self.prompt_seconds)
+        return semantic_to_acoustic(self.soundstorm, speech_tokenizer_model, semantic_codes, prompt, self.steps)
+
+
+def read_voice_prompt(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
+    """The first ``max_seconds`` of an audio file as mono float32 (soundfile: wav/flac/ogg/mp3)."""
+    import soundfile as sf
+
+    from anygpt.modality.base import MediaError
+
+    try:
+        info = sf.info(str(path))
+        wav, sr = sf.read(str(path), frames=int(max_seconds * info.samplerate), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise MediaError(f"{path}: no such voice prompt file") from None
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise MediaError(f"{path}: not a readable audio file ({e})") from None
+    if wav.shape[0] == 0:
+        raise MediaError(f"{path}: the voice prompt is empty")
+    return wav.mean(axis=1), int(sr)
