@@ -190,3 +190,13 @@ def test_codes_render_through_a_local_unclip_pipeline_with_reference_settings(sa
     assert (seen["guidance_scale"], seen["num_inference_steps"], seen["noise_level"]) == (10.0, 2, 0)
     assert np.allclose(seen["image_embeds"][0].numpy(), tok.embed(codes))
     assert np.array_equal(np.asarray(image), np.asarray(tok.decode(codes)))  # fixed noise: same codes, same image
+
+
+def test_half_precision_as_the_reference_runs_on_gpu(saved):
+    d, _ = saved
+    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt", dtype="bfloat16"), device="cpu")
+    assert next(tok.model.parameters()).dtype == torch.bfloat16
+    codes = tok.encode([Image.new("RGB", (40, 40), (200, 30, 30))])[0]
+    assert codes.shape == (32,) and tok.embed(codes).dtype == np.float32
+    with pytest.raises(ValueError, match="dtype"):
+        load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt", dtype="int8"), device="cpu")

@@ -24,6 +24,7 @@ Card (``tokenizers/seed2.yaml``)::
     checkpoint: seed-tokenizer-2/seed_quantizer.pt
     vision_tower: eva_vit_g.pth                     # optional when the checkpoint holds it
     unclip_dir: stable-diffusion-2-1-unclip         # optional: needed only to decode to pixels
+    dtype: float16                                  # optional: default float16 on GPU, float32 on CPU
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class Fp32LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 (the reference's ``ln_vision`` under fp16)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        w, b = self.weight.float(), self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------- causal Q-Former
@@ -495,7 +497,11 @@ class Seed2ImageTokenizer(ModalityTokenizer):
                 raise ValueError("seed2 card needs 'checkpoint' (seed_quantizer.pt)")
             cfg = Seed2Config.from_dict(settings.get("architecture"))
             model = load_seed2(card.path("checkpoint"), card.path("vision_tower"), cfg)
-        self.model = model.to(self.device)
+        # fp16 on GPU as the reference; fp32 elsewhere; the card's ``dtype`` overrides.
+        dtype_name = settings.get("dtype") or ("float16" if str(self.device).startswith("cuda") else "float32")
+        if dtype_name not in ("float16", "bfloat16", "float32"):
+            raise ValueError(f"seed2 card: dtype must be float16, bfloat16 or float32, not {dtype_name!r}")
+        self.model = model.to(self.device, getattr(torch, dtype_name))
         cfg = model.cfg
         self.codebook_size = cfg.codebook_size
         self.tokens_per_item = cfg.num_queries
@@ -554,7 +560,7 @@ class Seed2ImageTokenizer(ModalityTokenizer):
 
     def decode(self, codes: Sequence[int] | np.ndarray):
         """Codes of one image → a PIL image (768×768 with the published unCLIP)."""
-        emb = self.model.embedding(self._repair(codes))
+        emb = self.model.embedding(self._repair(codes)).float()
         return render_embedding(self.pipeline, emb, self.guidance_scale, self.num_inference_steps, self.seed)[0]
 
     def state_for_fingerprint(self) -> dict:
