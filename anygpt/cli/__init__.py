@@ -23,6 +23,7 @@ COMMANDS = {
     "chat": "chat",
     "serve": "serve",
     "eval": "eval_cmd",
+    "convert": "convert",
 }
 
 
