@@ -209,8 +209,6 @@ class AnyGPTPretrainTemplate(Template):
         body = [m for m in messages if m.role != "system"]
         if len(body) not in (1, 2):
             raise ValueError(f"template {self.name} renders one user/assistant pair, got {len(body)} turns")
-        out = [
-        user = body[0]
         head = [
             _Piece("id", layout.token_id("[Human]")),
             _Piece("text", ":"),
@@ -219,20 +217,12 @@ class AnyGPTPretrainTemplate(Template):
         ]
         if len(body) == 1:  # an inference prompt: the caller adds the generation prompt
             return head
-        asst = body[1]
         return [
             *head,
             *self.generation_pieces(layout, None),
-            *content_pieces(_lead_space(asst.content), layout, True),
+            *content_pieces(_lead_space(body[1].content), layout, True),
             _Piece("id", layout.token_id("<eos>"), True),
         ]
-        if len(body) == 2:
-            out += [
-                *self.generation_pieces(layout, None),
-                *content_pieces(_lead_space(body[1].content), layout, True),
-                _Piece("id", layout.token_id("<eos>"), True),
-            ]
-        return out
 
     def render(self, messages, tokenizer, layout, loss_on="assistant", add_generation_prompt=False, force_modality=None):
         r = super().render(messages, tokenizer, layout, loss_on, add_generation_prompt, force_modality)
