@@ -174,7 +174,11 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
         if row["direction"] == "t2x":
             assert tuple(trained[:-1]) in spans
     info = check_data_info(out, layout, {"image": "fp-img", "speech": "fp-sp"})
-    assert info["tokenizers"] == {"image": "fp-img", "speech": "fp-sp"} and info["template_id"] == "chat@1"
+    assert info["tokenizer_fingerprints"] == {"image": "fp-img", "speech": "fp-sp"} and info["template"] == "chat@1"
+    from anygpt.data.datainfo import check_datasets  # what training runs
+
+    assert check_datasets([str(out)], layout) == {"tokenizer_fingerprints": {"image": "fp-img", "speech": "fp-sp"},
+                                                  "template": "chat@1"}
     with pytest.raises(DataMismatch):
         check_data_info(out, layout, {"image": "another"})
     with pytest.raises(DataMismatch):
@@ -311,7 +315,7 @@ def test_sft_finds_media_codes_in_shards_by_path_and_refuses_foreign_shards(grow
     row = datasets.load_from_disk(str(out))[0]
     end = layout.token_id("<|end|>")
     assert _trained(row["input_ids"], row["labels"]) == layout.span_ids("image", [9, 8, 7]) + [end]
-    assert json.loads((out / "anygpt_data.json").read_text())["tokenizers"] == {"image": "fp-a"}
+    assert json.loads((out / "anygpt_data.json").read_text())["tokenizer_fingerprints"] == {"image": "fp-a"}
     fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
     with pytest.raises(FingerprintMismatch):
         build_sft([f], tok, layout, tmp_path / "o2", tokenizers={"image": fake}, shards={"image": tmp_path / "shards"})
