@@ -174,7 +174,11 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
         if row["direction"] == "t2x":
             assert tuple(trained[:-1]) in spans
     info = check_data_info(out, layout, {"image": "fp-img", "speech": "fp-sp"})
-    assert info["tokenizers"] == {"image": "fp-img", "speech": "fp-sp"} and info["template_id"] == "chat@1"
+    assert info["tokenizer_fingerprints"] == {"image": "fp-img", "speech": "fp-sp"} and info["template"] == "chat@1"
+    from anygpt.data.datainfo import check_datasets  # what training runs
+
+    assert check_datasets([str(out)], layout) == {"tokenizer_fingerprints": {"image": "fp-img", "speech": "fp-sp"},
+                                                  "template": "chat@1"}
     with pytest.raises(DataMismatch):
         check_data_info(out, layout, {"image": "another"})
     with pytest.raises(DataMismatch):
@@ -311,7 +315,7 @@ def test_sft_finds_media_codes_in_shards_by_path_and_refuses_foreign_shards(grow
     row = datasets.load_from_disk(str(out))[0]
     end = layout.token_id("<|end|>")
     assert _trained(row["input_ids"], row["labels"]) == layout.span_ids("image", [9, 8, 7]) + [end]
-    assert json.loads((out / "anygpt_data.json").read_text())["tokenizers"] == {"image": "fp-a"}
+    assert json.loads((out / "anygpt_data.json").read_text())["tokenizer_fingerprints"] == {"image": "fp-a"}
     fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
     with pytest.raises(FingerprintMismatch):
         build_sft([f], tok, layout, tmp_path / "o2", tokenizers={"image": fake}, shards={"image": tmp_path / "shards"})
@@ -328,3 +332,37 @@ def test_voice_chat_target_masks_the_reference_form(grown_default):
     assert trained[-1] == layout.token_id("<|end|>") and trained[-1 - 4 : -1] == layout.span_ids("speech", [3, 4])
     assert trained.count(layout.token_id("<-Ins->")) == 1 and trained.count(layout.token_id("<-Res->")) == 1
     assert _find(r.input_ids, layout.span_ids("speech", [1, 2])) and not _find(trained, layout.span_ids("speech", [1, 2]))
+
+
+@pytest.mark.slow  # ~12 s of CPU (fits three codebooks, one CLI run); 40 s wall on a busy 2-core box
+def test_corpus_conversations_to_sft_set_with_demo_tokenizer_cards(base_tokenizer_dir, tmp_path, cli):
+    """End to end: embedded corpus → demo tokenizers fitted on it → `anygpt build-data --stage sft`
+    with the cards; media spans in the set are exactly the tokenizers' codes for the files."""
+    import datasets
+
+    from anygpt.data.conversations import split_media_refs
+    from anygpt.data.corpus import build_corpus
+    from anygpt.modality.demo import DemoImageTokenizer, DemoMusicTokenizer, DemoSpeechTokenizer
+
+    paths = build_corpus(tmp_path / "corpus", {"image": 8, "speech": 4, "music": 4}, n_eval=0, n_conversations=6,
+                         music_seconds=1.0)
+    toks = {"image": DemoImageTokenizer.fit(paths["image"]["train"], tmp_path / "cards" / "image", codebook_size=16, iters=2),
+            "speech": DemoSpeechTokenizer.fit(paths["speech"]["train"], tmp_path / "cards" / "speech", codebook_size=16, iters=2),
+            "music": DemoMusicTokenizer.fit(paths["music"]["train"], tmp_path / "cards" / "music", codebook_size=16, iters=2)}
+    grown = tmp_path / "grown"
+    _, layout = _grow(base_tokenizer_dir, grown, "default", {m: t.codebook_size for m, t in toks.items()})
+    conv_file = paths["conversations"]["train"]
+    out = tmp_path / "sft"
+    cards = ",".join(f"{m}={tmp_path / 'cards' / m}" for m in toks)
+    cli("build-data", "--stage", "sft", "--conversations", conv_file, "--tokenizer", grown, "--cards", cards, "--out", out)
+    ds = datasets.load_from_disk(str(out))
+    lines = [json.loads(l) for l in conv_file.read_text().splitlines()]
+    assert len(ds) == len(lines)
+    info = json.loads((out / "anygpt_data.json").read_text())
+    assert info["tokenizer_fingerprints"] == {m: t.fingerprint for m, t in toks.items()}
+    for row, line in zip(ds, lines):
+        refs = [p for t in line["conversation"][0] for p in split_media_refs(t["message"]) if not isinstance(p, str)]
+        got = [(k, v) for k, v in layout.split_ids(row["input_ids"]) if k != "text"]
+        want = [(r.modality, toks[r.modality].encode([toks[r.modality].load_media(conv_file.parent / r.path)])[0].tolist())
+                for r in refs]
+        assert got == want

@@ -94,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
     info = read_data_info(out)
     per = ", ".join(f"{k}: {v['samples']}" for k, v in info["sources"].items())
     print(f"wrote {out}: {info['num_samples']} samples, {info['num_tokens']} tokens ({per}); template "
-          f"{info['template_id']}" + (f"; {info['errors']} bad lines in {out}/errors.jsonl" if info["errors"] else ""))
+          f"{info['template']}" + (f"; {info['errors']} bad lines in {out}/errors.jsonl" if info["errors"] else ""))
     return 0

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from anygpt.data.conversations import iter_jsonl
+from anygpt.data.datainfo import DATA_INFO_FILE
 from anygpt.data.instructions import draw_instruction
 from anygpt.data.templates import MediaCodes, Message, Template, get_template
 from anygpt.utils import atomic_write_text
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
-DATA_INFO_FILE = "anygpt_data.json"
 ERRORS_FILE = "errors.jsonl"
 DIRECTIONS = ("x2t", "t2x")
 REFERENCE_MEDIA_KEYS = ("image", "speech", "music")
@@ -392,13 +392,15 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
 
 def data_info(stage: str, tokenizer, layout: VocabLayout, template: Template, fingerprints: dict[str, str | None],
               **extra: Any) -> dict:
-    """The ``anygpt_data.json`` record: what a model must match to train on this data."""
-    return {"format": 1, "stage": stage, "template": template.to_dict(), "template_id": template.id,
-            "layout": layout.to_dict(), "text_tokenizer": text_tokenizer_fingerprint(tokenizer),
-            "tokenizers": fingerprints, **extra}
+    """The ``anygpt_data.json`` record (the schema of :mod:`anygpt.data.datainfo`, which training
+    checks: ``layout``, ``tokenizer_fingerprints``, ``template`` id) plus how the set was built."""
+    return {"layout": layout.to_dict(), "tokenizer_fingerprints": {m: f for m, f in fingerprints.items() if f},
+            "template": template.id, "template_config": template.to_dict(), "stage": stage,
+            "text_tokenizer": text_tokenizer_fingerprint(tokenizer), **extra}
 
 
 def read_data_info(data_dir: str | os.PathLike) -> dict:
+    """The record of a built set; a folder without one is not a training set of ours."""
     p = Path(data_dir) / DATA_INFO_FILE
     try:
         return json.loads(p.read_text(encoding="utf-8"))
@@ -414,10 +416,10 @@ def check_data_info(data_dir: str | os.PathLike, layout: VocabLayout, fingerprin
     if theirs.to_dict() != layout.to_dict():
         raise DataMismatch(f"{data_dir}: built for layout {theirs.profile} ({theirs.vocab_size} ids), "
                            f"the model has {layout.profile} ({layout.vocab_size} ids)")
-    if template is not None and info.get("template_id") != template.id:
-        raise DataMismatch(f"{data_dir}: rendered with template {info.get('template_id')}, the model uses {template.id}")
+    if template is not None and info.get("template") != template.id:
+        raise DataMismatch(f"{data_dir}: rendered with template {info.get('template')}, the model uses {template.id}")
     for modality, fp in (fingerprints or {}).items():
-        got = info.get("tokenizers", {}).get(modality)
+        got = info.get("tokenizer_fingerprints", {}).get(modality)
         if got is not None and fp is not None and got != fp:
             raise DataMismatch(f"{data_dir}: {modality} codes made by tokenizer {got}, the model expects {fp}")
     return info
