@@ -164,8 +164,10 @@ def write_cards(root: Path) -> dict[str, Path]:
 
 
 def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | None = None,
-                generation: dict | None = None, seed: int = 0) -> Path:
-    """Save a tiny random Llama (hidden 64, 2 layers) grown with a ``default`` layout as a bundle."""
+                generation: dict | None = None, seed: int = 0, profile: str = "default",
+                template: str = "chat") -> Path:
+    """Save a tiny random Llama (hidden 64, 2 layers) grown with a layout (``default`` profile and
+    our ``chat`` template unless told otherwise, e.g. ``anygpt`` + ``anygpt-pretrain``) as a bundle."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -177,7 +179,7 @@ def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | No
     cards = cards or write_cards(out.parent / (out.name + "_cards"))
     sizes = {m: load_tokenizer(c).codebook_size for m, c in cards.items()}
     tok = load_base_tokenizer(base_tokenizer_dir)
-    layout = VocabLayout.from_profile("default", len(tok), sizes)
+    layout = VocabLayout.from_profile(profile, len(tok), sizes)
     layout.grow_tokenizer(tok)
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=layout.base_vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -186,7 +188,7 @@ def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | No
     model = LlamaForCausalLM(cfg)
     layout.grow_model(model)
     model.save_pretrained(out, safe_serialization=True)
-    save_bundle_extras(out, tok, layout, get_template("chat"), cards, generation)
+    save_bundle_extras(out, tok, layout, get_template(template), cards, generation)
     return out
 
 

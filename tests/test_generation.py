@@ -208,9 +208,9 @@ def test_tiny_model_text_and_free_replies_and_beams(bundle):
     from anygpt.inference.settings import GenerationSettings
 
     p = build_prompt_ids(bundle, "hello", output_modality="text")
-    replies = generate_batch(bundle, [p, p[:4]], "text", GenerationSettings(max_new_tokens=30, temperature=2.0, top_k=0), seed=0)
+    replies = generate_batch(bundle, [p, p[:4]], "text", GenerationSettings(max_new_tokens=16, temperature=2.0, top_k=0), seed=0)
     _check(bundle, replies, "text")
-    free = generate_batch(bundle, [build_prompt_ids(bundle, "hi")] * 3, None, GenerationSettings(max_new_tokens=40, temperature=2.0, top_k=0), seed=3)
+    free = generate_batch(bundle, [build_prompt_ids(bundle, "hi")] * 3, None, GenerationSettings(max_new_tokens=24, temperature=2.0, top_k=0), seed=3)
     _check(bundle, free, None)
     beams = generate_batch(bundle, [build_prompt_ids(bundle, "hi", output_modality="image")], "image",
                            GenerationSettings(max_new_tokens=10, do_sample=False, num_beams=3))

@@ -103,7 +103,13 @@ class ChatSession:
         output: str | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Reply:
-        """Run one turn. ``output`` forces the reply's modality (``text``/``image``/``speech``/``music``)."""
+        """Run one turn. ``output`` forces the reply's modality (``text``/``image``/``speech``/``music``).
+
+        Typed text may not contain the template's role markers (``<|user|>``, ``[MMGPT]``…): they
+        are single tokens, and a message must not be able to forge a turn."""
+        for marker in self.bundle.layout.specials:
+            if marker in text:
+                raise ValueError(f"the message contains the reserved marker {marker}; remove it")
         content: list[str | MediaCodes] = [self.encode_attachment(a) for a in attachments]
         if text:
             content.append(text)
@@ -127,7 +133,8 @@ class ChatSession:
         prompt = render_prompt(self.bundle, msgs, output)
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
-        [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=self.seed)
+        seed = None if self.seed is None else self.seed + self.turn  # reproducible, but not the same draw every turn
+        [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=seed)
         self.turn += 1
         reply = self._render_reply(ids, voice_prompt)
         self.history += [user, Message("assistant", self._assistant_content(ids))]
