@@ -69,6 +69,8 @@ def sp_model_file(tmp_path_factory) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(d / "sp"), vocab_size=320, model_type="bpe",
         bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, minloglevel=2,
+        input=str(corpus), model_prefix=str(d / "sp"), vocab_size=256, model_type="bpe",
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=False, minloglevel=2,
     )
     return d / "sp.model"
 
@@ -106,3 +108,45 @@ def cli():
 def child_env():
     """``child_env(KEY=VAL)``: environment for child processes that import this checkout."""
     return subprocess_env
+
+
+@pytest.fixture(scope="session")
+def tiny_train_data(base_tokenizer_dir, tmp_path_factory) -> dict:
+    """A grown tokenizer dir plus small training sets (HF ``save_to_disk``) for training tests:
+    ``{"tokenizer": dir, "train": [image_dir, speech_dir], "val": [dir], "layout": VocabLayout}``.
+
+    Samples are learnable: a text prefix, then a media span whose codes count up from a random start."""
+    from datasets import Dataset
+
+    from anygpt.data.datainfo import write_data_info
+    from anygpt.vocab import VocabLayout, load_base_tokenizer
+
+    root = tmp_path_factory.mktemp("train_data")
+    tok = load_base_tokenizer(base_tokenizer_dir)
+    layout = VocabLayout.from_profile("default", len(tok), {"image": 64, "speech": 32, "music": 0})
+    layout.grow_tokenizer(tok)
+    tok.save_pretrained(str(root / "tok"))
+    layout.save(root / "tok")
+    rng = random.Random(0)
+
+    def make(modality: str, n: int, name: str) -> str:
+        rows = {k: [] for k in ("input_ids", "labels", "modality", "direction", "source", "length")}
+        codes = layout.code_range(modality)
+        for i in range(n):
+            direction = "t2x" if i % 2 else "x2t"
+            text = [rng.randint(3, 40) for _ in range(rng.randint(3, 8))]
+            start = rng.randrange(len(codes))
+            span = layout.span_ids(modality, [(start + j) % len(codes) for j in range(rng.randint(8, 24))])
+            ids = [1] + (text + span if direction == "t2x" else span + text) + [2]
+            labels = [-100] * (1 + len(text)) + ids[1 + len(text):] if direction == "t2x" else list(ids)
+            for k, v in (("input_ids", ids), ("labels", labels), ("modality", modality), ("direction", direction),
+                         ("source", name), ("length", len(ids))):
+                rows[k].append(v)
+        path = root / name
+        Dataset.from_dict(rows).save_to_disk(str(path))
+        write_data_info(path, layout, {modality: f"demo-{modality}"}, "chat@1")
+        return str(path)
+
+    return {"tokenizer": str(root / "tok"), "layout": layout,
+            "train": [make("image", 160, "image_text"), make("speech", 160, "speech_text")],
+            "val": [make("image", 24, "val_image")]}

@@ -15,7 +15,15 @@ import sys
 # command name -> module under anygpt.cli
 COMMANDS = {
     "vocab": "vocab",
+    "fit-tokenizer": "fit_tokenizer",
+    "tokenize": "tokenize_media",
+    "detokenize": "detokenize",
+    "build-data": "build_data",
+    "train": "train_cmd",
+    "chat": "chat",
+    "serve": "serve",
     "eval": "eval_cmd",
+    "convert": "convert",
 }
 
 
@@ -43,10 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def strip_local_rank(argv: list[str]) -> list[str]:
+    """The ``deepspeed`` launcher passes ``--local_rank=N`` before the command; keep it as LOCAL_RANK."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a.startswith("--local_rank="):
+            os.environ.setdefault("LOCAL_RANK", a.split("=", 1)[1])
+        elif a == "--local_rank" and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(strip_local_rank(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

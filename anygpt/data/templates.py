@@ -210,10 +210,21 @@ class AnyGPTPretrainTemplate(Template):
         if len(body) not in (1, 2):
             raise ValueError(f"template {self.name} renders one user/assistant pair, got {len(body)} turns")
         out = [
+        user = body[0]
+        head = [
             _Piece("id", layout.token_id("[Human]")),
             _Piece("text", ":"),
             *content_pieces(_lead_space(body[0].content), layout, False),
             _Piece("id", layout.token_id("<eoh>")),
+        ]
+        if len(body) == 1:  # an inference prompt: the caller adds the generation prompt
+            return head
+        asst = body[1]
+        return [
+            *head,
+            *self.generation_pieces(layout, None),
+            *content_pieces(_lead_space(asst.content), layout, True),
+            _Piece("id", layout.token_id("<eos>"), True),
         ]
         if len(body) == 2:
             out += [

@@ -93,10 +93,23 @@ class ModalityTokenizer(abc.ABC):
     sample_rate: int | None = None
     image_size: int | None = None
     max_seconds: float | None = None  # audio longer than this is rejected
+    resize_policy: str = "resize"  # images: "resize" (no crop, as the reference) or "center-crop"
 
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
         self.device = device or ("cuda" if _cuda() else "cpu")
+        # card ``dtype: bfloat16 | float16``: autocast the codec on CUDA (ignored on CPU)
+        self.autocast_dtype = card.settings.get("dtype") if card is not None else None
+
+    def autocast(self):
+        """Context manager: the card's reduced precision on CUDA, else a no-op."""
+        import contextlib
+
+        import torch
+
+        if self.autocast_dtype and str(self.device).startswith("cuda"):
+            return torch.autocast("cuda", dtype=getattr(torch, str(self.autocast_dtype)))
+        return contextlib.nullcontext()
 
     @classmethod
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "ModalityTokenizer":
@@ -115,7 +128,7 @@ class ModalityTokenizer(abc.ABC):
         from anygpt import media
 
         if self.modality == "image":
-            return media.load_image(path, self.image_size)
+            return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:

@@ -9,8 +9,10 @@ Layout of ``DIR``::
     anygpt_generation.json              per-output-modality generation settings
     tokenizers/<modality>/card.yaml     modality tokenizer cards (+ their weights, when copied)
 
-A released AnyGPT checkpoint (no ``anygpt_*`` files) is recognised from its tokenizer: the
-``anygpt`` layout is detected and the reference chat template chosen.
+A released AnyGPT checkpoint (no ``anygpt_*`` files; one fp32 ``pytorch_model.bin``, a slow LLaMA
+tokenizer with ``added_tokens.json``) is recognised from its tokenizer: the ``anygpt`` layout is
+detected, and the reference chat template (AnyGPT-chat) or pretraining prompt (AnyGPT-base) chosen.
+``anygpt convert`` rewrites such a directory as a bundle (sharded bf16 safetensors + these files).
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ def save_bundle_extras(
         type(card)(card.backend, card.modality, dst, settings).save(dst)
 
 
+def default_template_name(layout: VocabLayout) -> str:
+    """The template for a directory that ships none: the reference's chat format for an
+    AnyGPT-chat vocabulary (``<-Res->`` present), its pretraining pair format for AnyGPT-base,
+    our ``chat`` template for our own profile."""
+    return {"anygpt": "anygpt-pretrain", "anygpt-chat": "anygpt-chat"}.get(layout.profile, "chat")
+
+
 def load_bundle(
     path: str | os.PathLike,
     device: str = "cpu",
@@ -107,10 +116,11 @@ def load_bundle(
     if (p / TEMPLATE_FILE).exists():
         template = template_from_dict(json.loads((p / TEMPLATE_FILE).read_text()))
     else:
-        template = get_template("anygpt-chat")
+        template = get_template(default_template_name(layout))
     generation = json.loads((p / GENERATION_FILE).read_text()) if (p / GENERATION_FILE).exists() else {}
     cls = model_cls or AutoModelForCausalLM
-    model = cls.from_pretrained(str(p), dtype=dtype or torch.float32).to(device).eval()
+    # weights_only: a released ``pytorch_model.bin`` is a pickle; never let it run code.
+    model = cls.from_pretrained(str(p), dtype=dtype or torch.float32, weights_only=True).to(device).eval()
     toks: dict[str, ModalityTokenizer] = {}
     if with_tokenizers and (p / CARDS_DIR).is_dir():
         for d in sorted((p / CARDS_DIR).iterdir()):

@@ -1,0 +1,52 @@
+"""Serve the web chat demo (Gradio) for an exported model, on 127.0.0.1 by default.
+
+Examples:
+  anygpt serve --model out/model                      # http://127.0.0.1:7860
+  anygpt serve --model out/model --port 8080 --max-upload-mb 5 --max-audio-seconds 20
+  anygpt serve --model out/model --host 0.0.0.0       # reachable from other machines: think first
+
+Uploads larger than --max-upload-mb or audio longer than --max-audio-seconds are refused with a
+message on the page. Generated media go to a per-visitor folder under --out (default: a new temp
+folder), named turnNNN_MODALITY_K.png/.wav.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+from anygpt.inference.settings import PRESETS
+
+HELP = "web chat demo (Gradio) on 127.0.0.1 with upload limits"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="exported model directory (a bundle)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="generation preset (default demo)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted, in MB (default 10)")
+    p.add_argument("--max-audio-seconds", type=float, default=30.0, help="longest audio accepted (default 30)")
+    p.add_argument("--out", default=None, help="root folder for generated media (default: a new temp folder)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from anygpt.inference.web import ServeLimits, WebChat, build_app
+    from anygpt.model.bundle import load_bundle
+
+    if args.max_upload_mb <= 0 or args.max_audio_seconds <= 0:
+        raise ValueError("--max-upload-mb and --max-audio-seconds must be positive")
+    bundle = load_bundle(args.model, device=args.device)
+    out_root = os.path.abspath(args.out or tempfile.mkdtemp(prefix="anygpt-serve-"))
+    web = WebChat(bundle, args.preset, out_root, ServeLimits(args.max_upload_mb, args.max_audio_seconds), args.seed)
+    app = build_app(web)
+    print(f"anygpt serve: http://{args.host}:{args.port}  (outputs under {out_root})", flush=True)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False,
+        max_file_size=f"{int(args.max_upload_mb * 1024)}kb", allowed_paths=[out_root], quiet=True,
+    )
+    return 0

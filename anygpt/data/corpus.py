@@ -1,0 +1,253 @@
+"""The embedded corpus: an offline, deterministic multimodal data set built in seconds.
+
+- image: one coloured shape on a plain background, with a caption (:mod:`anygpt.data.shapes`)
+- speech: short sentences from a ~150-word vocabulary spoken by eSpeak NG in several voices,
+  16 kHz, with transcripts (:mod:`anygpt.data.espeak`)
+- music: short synthesised melodies with instrument / tempo / key / mood and a description
+  (:mod:`anygpt.data.melody`)
+- conversations: instruction dialogues mixing all three (AnyInstruct schema, media by path,
+  see :mod:`anygpt.data.conversations`)
+
+Every item is drawn from its own RNG seeded by ``(seed, modality, split, index)``: the same
+arguments give byte-identical files, and the ``eval`` split is disjoint from ``train`` (ids and
+draws). Layout of ``out_dir``::
+
+    image/train/image-train-000000.png …      speech/…/*.wav   music/…/*.wav
+    image_train.jsonl  image_eval.jsonl  …    {"id", "path", "text", "attributes"}
+    conversations_train.jsonl  conversations_eval.jsonl
+    corpus.json                               settings used
+
+Manifest paths are relative to the manifest's folder (``out_dir``). Rerunning skips media files
+that already exist (they are written atomically, so an existing file is complete).
+
+Example::
+
+    paths = build_corpus("corpus/", {"image": 200, "speech": 200, "music": 100}, n_eval=20, seed=0)
+    paths["image"]["train"]   # Path("corpus/image_train.jsonl")
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from anygpt.data.conversations import media_ref
+from anygpt.data.espeak import VOICES, speak
+from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, draw_melody_item
+from anygpt.data.shapes import COLOURS, SHAPES, analyse_image, draw_shape_item  # noqa: F401 (re-exported)
+from anygpt.utils import atomic_path, atomic_write_text
+
+MODALITIES = ("image", "speech", "music")
+SPLITS = ("train", "eval")
+SPEECH_SAMPLE_RATE = 16000
+
+# ---------------------------------------------------------------- speech sentences
+_PLURAL = {"cross": "crosses"}
+NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+NAMES = ("anna", "tom", "maria", "ben", "lucy", "sam", "emma", "jack")
+NOUNS = ("cat", "dog", "bird", "house", "tree", "car", "ball", "book", "boat", "cup", "hat", "box", "apple",
+         "flower", "chair", "door", "window", "train", "river", "song")
+ADJECTIVES = ("big", "small", "old", "new", "happy", "sad", "bright", "dark", "warm", "cold", "soft", "loud",
+              "quiet", "fast", "slow", "calm")
+VERBS = ("see", "like", "draw", "play", "want", "have", "find", "make", "paint", "hear")
+PLACES = ("on the table", "in the box", "near the door", "by the river", "under the tree", "in the garden")
+_SENTENCES: tuple[Callable[[random.Random], str], ...] = (
+    lambda r: f"the {r.choice(list(COLOURS))} {r.choice(SHAPES)} is {r.choice(ADJECTIVES)}",
+    lambda r: f"i see {r.choice(NUMBERS[1:])} {r.choice(list(COLOURS))} {_plural(r.choice(SHAPES))}",
+    lambda r: f"please play the {r.choice(INSTRUMENTS)}",
+    lambda r: f"{r.choice(NAMES)} can {r.choice(VERBS)} a {r.choice(NOUNS)}",
+    lambda r: f"my {r.choice(NOUNS)} is {r.choice(list(COLOURS))}",
+    lambda r: f"we {r.choice(VERBS)} the {r.choice(ADJECTIVES)} {r.choice(NOUNS)}",
+    lambda r: f"the {r.choice(NOUNS)} is {r.choice(PLACES)}",
+    lambda r: f"{r.choice(NAMES)} likes a {r.choice(list(TEMPOS))} song",
+    lambda r: f"{r.choice(NUMBERS)} {r.choice(NOUNS)} and {r.choice(NUMBERS)} {r.choice(NOUNS)}",
+)
+
+
+def _plural(word: str) -> str:
+    return _PLURAL.get(word, word + "s")
+
+
+def draw_sentence(rng: random.Random) -> str:
+    """A 3–6 word sentence from the corpus vocabulary (lower case, no punctuation)."""
+    return rng.choice(_SENTENCES)(rng)
+
+
+def vocabulary() -> list[str]:
+    """Every word a corpus transcript can contain (for ASR/TTS evaluation and text tokenizers)."""
+    words = set(" ".join([*COLOURS, *SHAPES, *map(_plural, SHAPES), *NUMBERS, *NAMES, *NOUNS, *ADJECTIVES, *VERBS,
+                          *PLACES, *INSTRUMENTS, *TEMPOS]).split())
+    words |= set("the is i see please play my we can a likes song and".split())
+    return sorted(words)
+
+
+# ---------------------------------------------------------------- items
+def item_rng(seed: int, modality: str, split: str, index: int) -> random.Random:
+    """The RNG of one item: independent of every other item and of build order."""
+    return random.Random(f"anygpt-corpus:{seed}:{modality}:{split}:{index}")
+
+
+def item_id(modality: str, split: str, index: int) -> str:
+    return f"{modality}-{split}-{index:06d}"
+
+
+def _write_png(image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _write_wav(audio: np.ndarray, sample_rate: int, path: Path) -> None:
+    import soundfile as sf
+
+    with atomic_path(path) as tmp:
+        sf.write(tmp, audio, sample_rate, format="WAV", subtype="PCM_16")
+
+
+def make_item(modality: str, split: str, index: int, out_dir: Path, seed: int = 0, image_size: int = 64,
+              music_sample_rate: int = 16000, music_seconds: float = 3.0) -> dict:
+    """Draw item ``index`` of a split, write its media file (unless present), return its manifest row."""
+    rng = item_rng(seed, modality, split, index)
+    iid = item_id(modality, split, index)
+    rel = Path(modality) / split / f"{iid}.{'png' if modality == 'image' else 'wav'}"
+    dest = out_dir / rel
+    if modality == "image":
+        item = draw_shape_item(rng, image_size)
+        text, attrs = item.caption, item.attributes
+        if not dest.exists():
+            _write_png(item.image, dest)
+    elif modality == "speech":
+        text = draw_sentence(rng)
+        voice, rate = rng.choice(VOICES), rng.randint(140, 180)
+        attrs = {"voice": voice, "rate": rate, "sample_rate": SPEECH_SAMPLE_RATE}
+        if not dest.exists():
+            _write_wav(speak(text, voice, rate, SPEECH_SAMPLE_RATE), SPEECH_SAMPLE_RATE, dest)
+    elif modality == "music":
+        item = draw_melody_item(rng, music_sample_rate, music_seconds)
+        text, attrs = item.description, {**item.attributes, "sample_rate": music_sample_rate}
+        if not dest.exists():
+            _write_wav(item.audio, music_sample_rate, dest)
+    else:
+        raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+    return {"id": iid, "path": rel.as_posix(), "text": text, "attributes": attrs}
+
+
+# ---------------------------------------------------------------- conversations
+_QA = (
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    ("How many sides does a square have?", "A square has four sides."),
+    ("How many points does a star usually have?", "A star usually has five points."),
+    ("What colour do you get by mixing blue and yellow?", "Mixing blue and yellow gives green."),
+    ("What colour do you get by mixing red and yellow?", "Mixing red and yellow gives orange."),
+    ("What colour is a banana?", "A ripe banana is yellow."),
+    ("Which instrument has strings and is played with a bow?", "The violin is played with a bow."),
+    ("Is a flute a string instrument?", "No, the flute is a wind instrument."),
+    ("What is a fast tempo?", "A fast tempo is above about one hundred and thirty beats per minute."),
+    ("Which shape has no corners?", "A circle has no corners."),
+    ("What is two plus three?", "Two plus three is five."),
+    ("Say hello.", "Hello! How can I help you today?"),
+)
+_ASK = {
+    ("image", "x2t"): ("Describe this picture.", "What is in this image?", "What shape and colour do you see here?"),
+    ("image", "t2x"): ("Draw {t}.", "Please draw {t}.", "Can you make a picture of {t}?"),
+    ("speech", "x2t"): ("Transcribe this recording.", "What does the speaker say?", "Write down what you hear."),
+    ("speech", "t2x"): ("Say this out loud: {t}", "Read this aloud: {t}", "Please speak the sentence: {t}"),
+    ("music", "x2t"): ("Describe this music.", "What instrument and tempo is this clip?", "Tell me about this melody."),
+    ("music", "t2x"): ("Play {t}.", "Compose {t}.", "Can you play {t} for me?"),
+}
+
+
+def conversation_round(rng: random.Random, items: dict[str, Sequence[dict]]) -> tuple[str, str]:
+    """One (user, assistant) pair: describe/draw an image, transcribe/say speech, describe/play
+    music (media as path markers, relative to the corpus folder), or a short text Q&A."""
+    tasks = [(m, d) for m in MODALITIES if items.get(m) for d in ("x2t", "t2x")]
+    if not tasks or rng.random() < 0.15:
+        return rng.choice(_QA)
+    modality, direction = rng.choice(tasks)
+    row = rng.choice(items[modality])
+    ref = media_ref(modality, row["path"])
+    ask = rng.choice(_ASK[(modality, direction)])
+    if direction == "x2t":
+        return f"{ask} {ref}", row["text"]
+    return ask.format(t=row["text"]), ref
+
+
+def make_conversation(rng: random.Random, items: dict[str, Sequence[dict]], conv_id: str,
+                      max_rounds: int = 3) -> dict:
+    """An AnyInstruct line of 1..max_rounds rounds."""
+    turns = []
+    for _ in range(rng.randint(1, max_rounds)):
+        user, assistant = conversation_round(rng, items)
+        turns += [{"role": "user", "message": user}, {"role": "assistant", "message": assistant}]
+    return {"id": conv_id, "conversation": [turns]}
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------- the whole corpus
+def build_corpus(
+    out_dir: str | Path,
+    n_per_modality: dict[str, int] | None = None,
+    n_eval: int | dict[str, int] = 20,
+    seed: int = 0,
+    n_conversations: int | None = None,
+    image_size: int = 64,
+    music_sample_rate: int = 16000,
+    music_seconds: float = 3.0,
+    progress: bool = False,
+) -> dict[str, dict[str, Path]]:
+    """Write the corpus under ``out_dir`` and return ``{modality|"conversations": {split: manifest}}``.
+
+    ``n_per_modality``: train items per modality (default 200 each; a modality missing from the
+    dict, or 0, is left out).
+    ``n_eval``: eval items per modality (an int for all, or a dict). ``n_conversations``: train
+    conversations (default: as many as image items; eval gets ``max(n_eval)``)."""
+    out = Path(out_dir)
+    counts = dict(n_per_modality) if n_per_modality is not None else {m: 200 for m in MODALITIES}
+    unknown = set(counts) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modality {sorted(unknown)}; known: {', '.join(MODALITIES)}")
+    evals = n_eval if isinstance(n_eval, dict) else {m: int(n_eval) for m in MODALITIES}
+    settings = {"seed": seed, "image_size": image_size, "music_sample_rate": music_sample_rate,
+                "music_seconds": music_seconds}
+    paths: dict[str, dict[str, Path]] = {}
+    rows: dict[str, dict[str, list[dict]]] = {s: {} for s in SPLITS}
+    for modality in MODALITIES:
+        for split in SPLITS:
+            n = counts.get(modality, 0) if split == "train" else evals.get(modality, 0)
+            if n <= 0:
+                continue
+            it = range(n)
+            if progress:
+                from tqdm import tqdm
+
+                it = tqdm(it, desc=f"{modality}/{split}", unit="item")
+            rows[split][modality] = [make_item(modality, split, i, out, **settings) for i in it]
+            paths.setdefault(modality, {})[split] = _write_jsonl(out / f"{modality}_{split}.jsonl", rows[split][modality])
+    n_conv = {"train": n_conversations if n_conversations is not None else counts.get("image", 0),
+              "eval": max(evals.values(), default=0)}
+    for split in SPLITS:
+        if n_conv[split] <= 0 or not rows[split]:
+            continue
+        convs = [make_conversation(item_rng(seed, "conversation", split, i), rows[split], f"conv-{split}-{i:06d}")
+                 for i in range(n_conv[split])]
+        paths.setdefault("conversations", {})[split] = _write_jsonl(out / f"conversations_{split}.jsonl", convs)
+    info = {**settings, "counts": {m: {s: len(rows[s].get(m, [])) for s in SPLITS} for m in MODALITIES},
+            "voices": list(VOICES), "keys": list(KEYS), "instruments": list(INSTRUMENTS),
+            "manifests": {k: {s: p.name for s, p in v.items()} for k, v in paths.items()}}
+    atomic_write_text(out / "corpus.json", json.dumps(info, indent=1))
+    return paths
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Rows of a corpus manifest with ``path`` resolved against the manifest's folder."""
+    from anygpt.utils import read_jsonl
+
+    base = Path(path).parent
+    return [{**r, "path": str(base / r["path"])} for _, r in read_jsonl(path)]

@@ -1,0 +1,208 @@
+"""A multi-turn chat session over a model bundle: attachments in, text and media files out.
+
+History is kept as :class:`~anygpt.data.templates.Message` objects whose media are codes, so
+the next turn's prompt carries earlier images/audio exactly as the model produced or saw them.
+Every prompt is rendered with the bundle's own template. Output files get names built only from
+the turn number, the modality and an index (``turn003_image_0.png``), never from the prompt
+text, and are written atomically into the session's ``out_dir``.
+
+Example::
+
+    session = ChatSession(load_bundle("out/model"), preset="demo", out_dir="chat_out")
+    reply = session.send("Draw a red circle.", output="image")
+    reply.media        # [{"modality": "image", "path": "chat_out/turn001_image_0.png"}]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from anygpt.data.templates import MediaCodes, Message
+from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_batch, render_prompt
+from anygpt.inference.settings import OUTPUTS, resolve_settings
+
+MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
+
+
+@dataclass
+class Attachment:
+    """A media file the user attaches to the next message."""
+
+    modality: str
+    path: str
+
+
+@dataclass
+class Reply:
+    """One assistant turn: ``text`` without media spans, ``media`` files written, and ``raw``
+    (the reply with media as the reference's token strings, e.g. ``<soim><👀3>…<eoim>``)."""
+
+    text: str
+    media: list[dict[str, str]] = field(default_factory=list)
+    raw: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "media": self.media, "raw": self.raw}
+
+
+class ChatSession:
+    """Renders history with the bundle's template, generates, splits and decodes the reply."""
+
+    def __init__(
+        self,
+        bundle: Any,
+        preset: str = "demo",
+        out_dir: str | os.PathLike = "chat_out",
+        overrides: dict[str, Any] | None = None,
+        system: str | None = None,
+        seed: int | None = None,
+    ):
+        self.bundle = bundle
+        self.preset = preset
+        self.overrides = overrides or {}
+        resolve_settings(preset, None, bundle.generation, self.overrides)  # fail early on bad names
+        self.out_dir = Path(out_dir)
+        self.system = system
+        self.seed = seed
+        self.history: list[Message] = []
+        self.turn = 0
+
+    def reset(self) -> None:
+        """Forget the conversation (files already written stay)."""
+        self.history = []
+
+    # ------------------------------------------------------------------ input
+    def encode_attachment(self, attachment: Attachment) -> MediaCodes:
+        """Tokenize one media file with the bundle's tokenizer for its modality."""
+        m = attachment.modality
+        if m not in MEDIA:
+            raise ValueError(f"unknown attachment modality {m!r}; expected image, speech or music")
+        tok = self.bundle.tokenizers.get(m)
+        if tok is None:
+            have = ", ".join(sorted(self.bundle.tokenizers)) or "none"
+            raise ValueError(f"this model has no {m} tokenizer (it has: {have}); cannot attach {attachment.path}")
+        path = Path(attachment.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: attachment not found")
+        item = tok.load_media(path)
+        codes = tok.encode([item])[0]
+        return MediaCodes(m, [int(c) for c in codes])
+
+    # ------------------------------------------------------------------ turn
+    def send(
+        self,
+        text: str = "",
+        attachments: Sequence[Attachment] = (),
+        output: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Reply:
+        """Run one turn. ``output`` forces the reply's modality (``text``/``image``/``speech``/``music``)."""
+        content: list[str | MediaCodes] = [self.encode_attachment(a) for a in attachments]
+        if text:
+            content.append(text)
+        return self.send_content(content, output, on_text)
+
+    def send_content(
+        self,
+        content: Sequence[str | MediaCodes],
+        output: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        voice_prompt: str | None = None,
+    ) -> Reply:
+        """Run one turn whose user message is ``content`` (text and media codes, in order).
+        ``voice_prompt``: an audio file passed to a speech decoder that takes one."""
+        if output is not None and output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
+        if not content:
+            raise ValueError("empty message: give text or an attachment")
+        user = Message("user", list(content))
+        msgs = ([Message("system", self.system)] if self.system else []) + self.history + [user]
+        prompt = render_prompt(self.bundle, msgs, output)
+        settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
+        streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
+        [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=self.seed)
+        self.turn += 1
+        reply = self._render_reply(ids, voice_prompt)
+        self.history += [user, Message("assistant", self._assistant_content(ids))]
+        return reply
+
+    def _assistant_content(self, ids: list[int]) -> list[str | MediaCodes]:
+        out: list[str | MediaCodes] = []
+        for kind, val in self.bundle.layout.split_ids(ids):
+            if kind == "text":
+                t = self._decode_text(val)
+                if t:
+                    out.append(t)
+            elif val:
+                out.append(MediaCodes(kind, val))
+        return out or [""]
+
+    def _decode_text(self, ids: list[int]) -> str:
+        text_ids = [i for i in ids if i < self.bundle.layout.base_vocab_size]
+        return self.bundle.tokenizer.decode(text_ids, skip_special_tokens=True)
+
+    def _render_reply(self, ids: list[int], voice_prompt: str | None = None) -> Reply:
+        layout = self.bundle.layout
+        texts, raw, media, notes = [], [], [], []
+        index = {m: 0 for m in MEDIA}
+        for kind, val in layout.split_ids(ids):
+            if kind == "text":
+                t = self._decode_text(val)
+                texts.append(t)
+                raw.append(t)
+                continue
+            raw.append(layout.codes_to_string(kind, val))
+            if not val:
+                notes.append(f"the model opened a {kind} span but produced no codes")
+                continue
+            tok = self.bundle.tokenizers.get(kind)
+            if tok is None:
+                notes.append(f"no {kind} tokenizer in this model: {len(val)} codes not decoded")
+                continue
+            path = self._output_path(kind, index[kind])
+            index[kind] += 1
+            save_decoded(tok, val, path, voice_prompt if kind == "speech" else None)
+            media.append({"modality": kind, "path": str(path)})
+        for n in notes:
+            warnings.warn(n, stacklevel=3)
+        return Reply(" ".join(t.strip() for t in texts if t.strip()), media, "".join(raw), notes)
+
+    def _output_path(self, modality: str, index: int) -> Path:
+        """``turn003_image_0.png`` in ``out_dir``; a suffix ``-2``… keeps names unique when
+        the folder already holds a file of that name (a second session in the same folder)."""
+        stem = f"turn{self.turn:03d}_{modality}_{index}"
+        suffix = MEDIA_SUFFIX[modality]
+        path = self.out_dir / f"{stem}{suffix}"
+        k = 2
+        while path.exists():
+            path = self.out_dir / f"{stem}-{k}{suffix}"
+            k += 1
+        return path
+
+
+def save_decoded(tokenizer: Any, codes: Sequence[int], path: Path, voice_prompt: str | None = None) -> Path:
+    """Decode ``codes`` with ``tokenizer`` and write the media to ``path`` atomically (a temp
+    file with the same suffix in the same folder, then a rename)."""
+    kwargs = {}
+    if voice_prompt is not None:
+        if "voice_prompt" in inspect.signature(tokenizer.decode).parameters:
+            kwargs["voice_prompt"] = voice_prompt
+        else:
+            warnings.warn(f"the {tokenizer.modality} tokenizer takes no voice prompt; {voice_prompt} ignored", stacklevel=2)
+    item = tokenizer.decode(list(codes), **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        tokenizer.save_media(item, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,171 @@
+"""Media I/O for the modality tokenizers: images via Pillow, audio via soundfile + torchaudio.
+
+Every loader raises :class:`anygpt.modality.base.MediaError` with ``"<path>: <reason>"`` on
+unreadable or invalid input, so batch jobs can record the reason and go on.
+
+- Images: any Pillow mode → RGB (transparency composited on white), an explicit resize policy
+  (``"resize"``: squash to ``size×size`` without cropping, as the reference does; ``"center-crop"``:
+  scale the short side to ``size`` and crop the middle), and a decompression-bomb guard
+  (``max_pixels``).
+- Audio: wav / flac / ogg / mp3 through soundfile (no ffmpeg needed), mono downmix by averaging
+  channels, resampling with ``torchaudio.functional.resample``, a duration limit, and rejection of
+  empty, zero-channel, NaN or Inf audio. Waveforms are float32 1-D numpy arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from anygpt.modality.base import MediaError
+from anygpt.utils import atomic_path
+
+RESIZE_POLICIES = ("resize", "center-crop")
+DEFAULT_MAX_PIXELS = 64_000_000  # about 8000×8000: larger files are refused before decoding
+
+
+def _open_image(path: Path, max_pixels: int):
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise MediaError(f"{path}: image is {w}x{h} = {w * h} pixels, more than the limit {max_pixels}")
+            img.load()  # decode now: truncated files fail here, not later
+    except MediaError:
+        raise
+    except FileNotFoundError:
+        raise MediaError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"{path}: {e}") from None
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise MediaError(f"{path}: not a readable image ({e})") from None
+    if w == 0 or h == 0:
+        raise MediaError(f"{path}: image has zero size")
+    return img
+
+
+def to_rgb(img):
+    """Any Pillow mode → RGB; transparent pixels become white (not black, as a bare convert does)."""
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, img).convert("RGB")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth greyscale: scale to 8 bits
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.size and arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def resize_image(img, size: int | None, policy: str = "resize"):
+    """Apply the resize policy; ``size=None`` keeps the image as it is."""
+    from PIL import Image
+
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"unknown resize policy {policy!r}; known: {', '.join(RESIZE_POLICIES)}")
+    if size is None or img.size == (size, size):
+        return img
+    if policy == "resize":
+        return img.resize((size, size), Image.Resampling.BICUBIC)
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "resize",
+               max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Read an image file as an RGB ``PIL.Image`` of ``size×size`` (or its own size when None)."""
+    img = _open_image(Path(path), max_pixels)
+    return resize_image(to_rgb(img), size, policy)
+
+
+def save_image(img, path: str | os.PathLike) -> Path:
+    """Write a PIL image (or an HxWx3 uint8 array) as PNG, atomically."""
+    from PIL import Image
+
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img.astype(np.uint8))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def check_waveform(wav: np.ndarray, where: str) -> np.ndarray:
+    """Reject empty, NaN or Inf audio (``where`` names the file or item in the error)."""
+    if wav.size == 0:
+        raise MediaError(f"{where}: audio is empty")
+    if not np.isfinite(wav).all():
+        raise MediaError(f"{where}: audio contains NaN or Inf samples")
+    return wav
+
+
+def resample(wav: np.ndarray, orig_sr: int, sample_rate: int | None) -> np.ndarray:
+    """Resample a mono float32 waveform with torchaudio (no-op when the rates match)."""
+    if sample_rate is None or orig_sr == sample_rate:
+        return np.ascontiguousarray(wav, dtype=np.float32)
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig_sr, sample_rate)
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seconds: float | None = None) -> np.ndarray:
+    """Read wav/flac/ogg/mp3 as a mono float32 waveform at ``sample_rate`` (file rate when None).
+
+    Refuses files longer than ``max_seconds`` before decoding them."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    try:
+        info = sf.info(str(path))
+        if info.channels <= 0:
+            raise MediaError(f"{path}: audio has no channels")
+        if info.frames == 0:
+            raise MediaError(f"{path}: audio is empty")
+        if max_seconds is not None and info.frames > 0 and info.duration > max_seconds:
+            raise MediaError(f"{path}: audio is {info.duration:.2f} s, longer than the limit {max_seconds} s")
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except MediaError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise MediaError(f"{path}: not a readable audio file ({e})") from None
+    if data.shape[1] == 0:
+        raise MediaError(f"{path}: audio has no channels")
+    if max_seconds is not None and data.shape[0] / sr > max_seconds:  # formats with unknown frame count
+        raise MediaError(f"{path}: audio is {data.shape[0] / sr:.2f} s, longer than the limit {max_seconds} s")
+    wav = check_waveform(data.mean(axis=1), str(path))
+    return resample(wav, sr, sample_rate)
+
+
+def save_audio(wav, sample_rate: int, path: str | os.PathLike) -> Path:
+    """Write a mono waveform (numpy or torch, any shape squeezing to 1-D) as 16-bit PCM wav, atomically."""
+    import soundfile as sf
+
+    if hasattr(wav, "detach"):
+        wav = wav.detach().float().cpu().numpy()
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    wav = np.clip(np.nan_to_num(wav, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), wav, int(sample_rate), format="WAV", subtype="PCM_16")
+    return path

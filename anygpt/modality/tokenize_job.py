@@ -1,0 +1,285 @@
+"""The batch tokenize job: a manifest of media → Parquet code shards, sharded by rank, resumable.
+
+Design (what makes a rerun after a kill finish the rest with no duplicates and no gaps):
+
+- The manifest (JSONL ``{"id", "path", "text"?}`` or a saved HF dataset with ``path``/``text``
+  columns) is cut into fixed chunks of ``shard_size`` rows: shard ``k`` = rows ``[k*S, (k+1)*S)``.
+- Rank ``r`` of ``W`` (``RANK``/``WORLD_SIZE`` from torchrun / deepspeed; no process group needed)
+  does the shards with ``k % W == r``.
+- A shard is finished when ``shard-KKKKK.parquet`` exists: its errors file
+  ``shard-KKKKK.errors.jsonl`` is written first, then the Parquet file, both atomically. A rerun
+  skips finished shards.
+- ``job.json`` pins the manifest hash, shard size and tokenizer fingerprint: a rerun with another
+  manifest or tokenizer into the same directory is refused instead of mixing codes.
+- When every shard exists, the rank that notices (the last to finish) merges the per-shard errors
+  into ``errors.jsonl`` (``{"id","path","reason"}``) and writes ``manifest.json`` (counts,
+  fingerprint, card); past ``max_error_rate`` the job fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from anygpt.data.shards import read_meta, write_shard
+from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, load_card, load_tokenizer
+from anygpt.utils import atomic_write_text, dist_info, read_jsonl
+
+JOB_FILE = "job.json"
+ERRORS_FILE = "errors.jsonl"
+SUMMARY_FILE = "manifest.json"
+
+
+@dataclass
+class ManifestItem:
+    id: str
+    path: str  # as written in the manifest (recorded as the shard's ``source``)
+    resolved: Path  # path resolved against the manifest's folder
+    text: str | None = None
+
+
+@dataclass
+class JobResult:
+    shards_done: int  # shards this process tokenized now
+    shards_skipped: int  # shards that were already finished
+    shards_total: int
+    items: int = 0
+    errors: int = 0
+    merged: bool = False  # this process wrote errors.jsonl + manifest.json
+    error_rate: float | None = None
+    failed: str | None = None  # set when the error rate is past the limit
+    summary: dict = field(default_factory=dict)
+
+
+def read_manifest(manifest: str | os.PathLike | None = None, hf_dataset: str | os.PathLike | None = None) -> tuple[list[ManifestItem], str]:
+    """Manifest rows and a hash of their content. Duplicate or missing ids fail with the line."""
+    items: list[ManifestItem] = []
+    h = hashlib.sha256()
+    if hf_dataset is not None:
+        import datasets
+
+        ds = datasets.load_from_disk(str(hf_dataset))
+        if "path" not in ds.column_names:
+            raise ValueError(f"{hf_dataset}: dataset has no 'path' column (columns: {ds.column_names})")
+        base = Path(hf_dataset)
+        rows: Iterator[tuple[str, dict]] = ((f"{hf_dataset}[{i}]", {"id": str(i), **r}) for i, r in enumerate(ds))
+    else:
+        if manifest is None:
+            raise ValueError("give a manifest (--manifest FILE) or a dataset (--hf-dataset DIR)")
+        base = Path(manifest).parent
+        if not Path(manifest).exists():
+            raise FileNotFoundError(f"{manifest}: manifest not found")
+        rows = ((f"{manifest}:{n}", r) for n, r in read_jsonl(manifest))
+    seen: dict[str, str] = {}
+    for where, r in rows:
+        if not r.get("path") or r.get("id") is None:
+            raise ValueError(f"{where}: each row needs 'id' and 'path'")
+        iid = str(r["id"])
+        if iid in seen:
+            raise ValueError(f"{where}: duplicate id {iid!r} (first at {seen[iid]})")
+        seen[iid] = where
+        p = Path(os.path.expanduser(str(r["path"])))
+        text = r.get("text")
+        items.append(ManifestItem(iid, str(r["path"]), p if p.is_absolute() else base / p, None if text is None else str(text)))
+        h.update(json.dumps([iid, str(r["path"]), text], ensure_ascii=False).encode())
+    if not items:
+        raise ValueError(f"{hf_dataset or manifest}: manifest has no rows")
+    return items, h.hexdigest()[:16]
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.parquet"
+
+
+def errors_name(k: int) -> str:
+    return f"shard-{k:05d}.errors.jsonl"
+
+
+def item_size(item: Any) -> int:
+    """Size used to group a batch: samples for audio, pixels for images."""
+    if hasattr(item, "size") and isinstance(getattr(item, "size"), tuple):  # PIL image
+        w, h = item.size
+        return w * h
+    return int(np.asarray(item).size)
+
+
+def size_batches(sizes: Sequence[int], batch_size: int, max_batch_elements: int | None) -> list[list[int]]:
+    """Indices grouped by similar size (sorted), at most ``batch_size`` items and, when given,
+    at most ``max_batch_elements`` padded elements (items × largest item) per batch."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur:
+            padded = (len(cur) + 1) * max(sizes[j] for j in cur + [i])
+            if len(cur) >= batch_size or (max_batch_elements is not None and padded > max_batch_elements):
+                batches.append(cur)
+                cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _reason(e: BaseException, path: Path) -> str:
+    msg = str(e)
+    prefix = f"{path}: "
+    if msg.startswith(prefix):
+        return msg[len(prefix):]
+    return msg if isinstance(e, MediaError) else f"{type(e).__name__}: {msg}"
+
+
+def encode_items(tok: ModalityTokenizer, media: list[Any], batch_size: int, max_batch_elements: int | None
+                 ) -> list[np.ndarray | BaseException]:
+    """Encode loaded media in size-grouped batches; a failing batch is retried one item at a
+    time so one bad item costs only itself. Returns codes or the exception, per item."""
+    out: list[np.ndarray | BaseException | None] = [None] * len(media)
+    for batch in size_batches([item_size(m) for m in media], batch_size, max_batch_elements):
+        try:
+            codes = tok.encode([media[i] for i in batch])
+            for i, c in zip(batch, codes):
+                out[i] = c
+        except Exception:
+            for i in batch:
+                try:
+                    out[i] = tok.encode([media[i]])[0]
+                except Exception as e:  # noqa: BLE001 - recorded per item
+                    out[i] = e
+    return out  # type: ignore[return-value]
+
+
+def tokenize_shard(tok: ModalityTokenizer, items: list[ManifestItem], modality: str, batch_size: int,
+                   max_batch_elements: int | None) -> tuple[list[dict], list[dict]]:
+    """One shard's rows and errors (errors as ``{"id","path","reason"}``)."""
+    rows, errors = [], []
+    loaded: list[tuple[ManifestItem, Any]] = []
+    for it in items:
+        try:
+            loaded.append((it, tok.load_media(it.resolved)))
+        except MediaError as e:
+            errors.append({"id": it.id, "path": it.path, "reason": _reason(e, it.resolved)})
+        except Exception as e:  # noqa: BLE001 - an unexpected reader failure is still one bad item
+            errors.append({"id": it.id, "path": it.path, "reason": f"{type(e).__name__}: {e}"})
+    results = encode_items(tok, [m for _, m in loaded], batch_size, max_batch_elements)
+    for (it, _), res in zip(loaded, results):
+        if isinstance(res, BaseException):
+            errors.append({"id": it.id, "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
+        elif len(res) == 0:
+            errors.append({"id": it.id, "path": it.path, "reason": "encode produced no codes"})
+        else:
+            rows.append({"id": it.id, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
+                         "text": it.text, "source": it.path})
+    return rows, errors
+
+
+def _check_job_file(out: Path, job: dict) -> None:
+    """Refuse to resume into a directory made from another manifest / shard size / tokenizer."""
+    path = out / JOB_FILE
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [k for k in ("manifest_hash", "shard_size", "fingerprint", "modality") if old.get(k) != job.get(k)]
+        if diff:
+            raise ValueError(f"{out}: holds a job with different {', '.join(diff)} "
+                             f"({', '.join(f'{k}={old.get(k)}' for k in diff)}); use a new --out directory")
+    else:
+        atomic_write_text(path, json.dumps(job, indent=1, sort_keys=True))
+
+
+def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os.PathLike, *,
+                      manifest: str | os.PathLike | None = None, hf_dataset: str | os.PathLike | None = None,
+                      modality: str | None = None, batch_size: int = 16, shard_size: int = 1000,
+                      max_batch_seconds: float | None = 120.0, max_error_rate: float = 0.1,
+                      device: str | None = None, rank: int | None = None, world_size: int | None = None,
+                      max_shards: int | None = None, progress: bool = True,
+                      tokenizer: ModalityTokenizer | None = None) -> JobResult:
+    """Tokenize this rank's shards of a manifest into ``out_dir`` (see the module docstring).
+
+    ``max_shards`` stops after that many new shards (a partial run; rerun to continue).
+    ``max_batch_seconds`` bounds a batch's padded audio length (items × longest item)."""
+    from tqdm import tqdm
+
+    card_obj = card if isinstance(card, TokenizerCard) else load_card(card)
+    tok = tokenizer or load_tokenizer(card_obj, device)
+    modality = modality or tok.modality
+    if modality != tok.modality:
+        raise ValueError(f"--modality {modality} but tokenizer {card_obj.backend} is for {tok.modality}")
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError("--shard-size and --batch-size must be at least 1")
+    if rank is None or world_size is None:
+        r, w = dist_info()
+        rank = r if rank is None else rank
+        world_size = w if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    items, manifest_hash = read_manifest(manifest, hf_dataset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fp = tok.fingerprint
+    _check_job_file(out, {"manifest_hash": manifest_hash, "shard_size": shard_size, "fingerprint": fp,
+                          "modality": modality, "items": len(items)})
+    meta = {"fingerprint": fp, "backend": card_obj.backend, "modality": modality, "codebook_size": tok.codebook_size}
+    n_shards = (len(items) + shard_size - 1) // shard_size
+    mine = [k for k in range(n_shards) if k % world_size == rank]
+    todo = [k for k in mine if not (out / shard_name(k)).exists()]
+    for k in mine:
+        if k not in todo:
+            got = read_meta(out / shard_name(k)).get("fingerprint")
+            if got != fp:
+                raise ValueError(f"{out / shard_name(k)}: made by tokenizer {got}, this job uses {fp}; use a new --out")
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    max_elems = None
+    if tok.modality != "image" and max_batch_seconds and tok.sample_rate:
+        max_elems = int(max_batch_seconds * tok.sample_rate)
+    result = JobResult(len(todo), len(mine) - len(todo), n_shards)
+    n_todo = sum(len(items[k * shard_size:(k + 1) * shard_size]) for k in todo)
+    bar = tqdm(total=n_todo, unit="item", desc=f"tokenize {modality} rank {rank}/{world_size}",
+               disable=not progress, file=sys.stderr, mininterval=0.5)
+    for k in todo:
+        chunk = items[k * shard_size:(k + 1) * shard_size]
+        rows, errors = tokenize_shard(tok, chunk, modality, batch_size, max_elems)
+        atomic_write_text(out / errors_name(k), "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+        write_shard(out / shard_name(k), rows, meta)  # last: its existence marks the shard finished
+        bar.update(len(chunk))
+    bar.close()
+    if all((out / shard_name(k)).exists() for k in range(n_shards)):
+        merge_job(out, n_shards, card_obj, meta, manifest_hash, max_error_rate, result)
+    return result
+
+
+def merge_job(out: Path, n_shards: int, card: TokenizerCard, meta: dict, manifest_hash: str,
+              max_error_rate: float, result: JobResult) -> None:
+    """Merge per-shard errors into ``errors.jsonl`` and write ``manifest.json`` (idempotent)."""
+    import pyarrow.parquet as pq
+
+    errors: list[str] = []
+    ok = 0
+    shards = []
+    for k in range(n_shards):
+        ok += pq.read_metadata(out / shard_name(k)).num_rows
+        shards.append(shard_name(k))
+        ep = out / errors_name(k)
+        if ep.exists():
+            errors.extend(line for line in ep.read_text(encoding="utf-8").splitlines() if line.strip())
+    total = ok + len(errors)
+    rate = len(errors) / total if total else 0.0
+    atomic_write_text(out / ERRORS_FILE, "".join(line + "\n" for line in errors))
+    summary = {
+        **meta, "items": total, "tokenized": ok, "errors": len(errors), "error_rate": round(rate, 6),
+        "max_error_rate": max_error_rate, "shards": shards, "manifest_hash": manifest_hash,
+        "card": {k: str(v) for k, v in card.to_dict().items()}, "card_root": str(card.root),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=1, ensure_ascii=False))
+    result.merged, result.items, result.errors, result.error_rate, result.summary = True, total, len(errors), rate, summary
+    if rate > max_error_rate:
+        result.failed = (f"{len(errors)} of {total} items failed ({rate:.1%}), more than --max-error-rate "
+                         f"{max_error_rate:.1%}; reasons in {out / ERRORS_FILE}")

@@ -1,0 +1,214 @@
+"""Typed training configuration: dataclasses are the schema, recipes are YAML, ``a.b=c`` overrides.
+
+``load_config("train/tiny.yaml", ["optim.lr=1e-3", "deepspeed.zero_stage=3"])`` returns a
+``TrainConfig``; unknown keys are an error naming the key and the valid ones. The resolved config
+is written as ``OUT_DIR/config.yaml`` by every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0  # 0 = no LoRA
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    base: str | None = None  # local dir or hub id of a causal LM
+    from_config: dict[str, Any] | None = None  # or a from-scratch model: {model_type: llama, hidden_size: …}
+    tokenizer: str | None = None  # grown tokenizer dir (anygpt vocab --out), or a base tokenizer + profile
+    profile: str | None = None  # grow the tokenizer with this layout profile when it is not grown yet
+    sizes: dict[str, int] | None = None  # per-modality codebook sizes for `profile`
+    attn_implementation: str = "sdpa"
+    freeze: str = "none"  # none | base_vocab (old embedding rows fixed) | all_but_new_rows
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # dataset dirs (save_to_disk)
+    weights: list[float] | None = None  # mixture weights by samples, one per train dir
+    val: list[str] = field(default_factory=list)
+    seq_len: int = 512
+    pack: bool = True
+    attention: str = "mask"  # mask (4-D block-diagonal, sdpa/eager) | position_ids (flash-attention varlen)
+    samples_per_epoch: int | None = None
+    prefetch: int = 4
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_ratio: float = 0.03
+    warmup_steps: int | None = None  # overrides warmup_ratio
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    torch_adam: bool | None = None  # None: torch AdamW on CPU, DeepSpeed's fused Adam on GPU
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    config: str | None = None  # a DeepSpeed JSON to start from (default train/ds_zero{stage}.json)
+    micro_batch_size: int = 1  # rows per rank per micro step
+    grad_accum: int | None = None  # derived from batch_size when None
+    batch_size: int | None = None  # global rows per optimizer step; None = micro * accum * world
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # steps between checkpoints (0 = only at the end)
+    keep_last: int = 2
+    resume: str = "auto"  # auto | none | path to a checkpoint tag dir
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    val_every: int = 0  # 0 = validate only at the end
+    val_batches: int = 20
+    tensorboard: bool = True
+    peak_flops: float | None = None  # per device, for MFU; None = a stated default by device
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True
+    template: str | None = None  # template name; default: the data's, else "chat"
+    cards: dict[str, str] = field(default_factory=dict)  # modality -> tokenizer card path
+    generation: dict[str, dict] = field(default_factory=dict)  # output modality -> generation settings
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "pretrain"  # pretrain | sft
+    out_dir: str = "runs/tiny"
+    init_from: str | None = None  # an exported model dir (sft starts from the pretraining export)
+    steps: int = 100
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError on inconsistent settings (one message naming the key)."""
+        if self.stage not in ("pretrain", "sft"):
+            raise ValueError(f"stage must be pretrain or sft, got {self.stage!r}")
+        if self.deepspeed.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"deepspeed.zero_stage must be 0-3, got {self.deepspeed.zero_stage}")
+        if self.deepspeed.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"deepspeed.precision must be bf16, fp16 or fp32, got {self.deepspeed.precision!r}")
+        if self.model.freeze not in ("none", "base_vocab", "all_but_new_rows"):
+            raise ValueError(f"model.freeze must be none, base_vocab or all_but_new_rows, got {self.model.freeze!r}")
+        if not self.data.train:
+            raise ValueError("data.train: give at least one dataset directory")
+        if self.data.weights is not None and len(self.data.weights) != len(self.data.train):
+            raise ValueError(f"data.weights has {len(self.data.weights)} entries for {len(self.data.train)} data.train dirs")
+        if sum(x is not None for x in (self.init_from, self.model.base, self.model.from_config)) != 1:
+            raise ValueError("give exactly one of init_from, model.base, model.from_config")
+        if self.stage == "sft" and self.init_from is None and self.model.from_config is not None:
+            raise ValueError("stage sft starts from a pretrained model: set init_from (or model.base)")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown config key {where}{sorted(unknown)[0]!s}; valid: {', '.join(sorted(fields))}")
+    kw = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and value is not None:
+            kw[name] = _build(type(default), value, f"{where}{name}.")
+        else:
+            kw[name] = _coerce(value, hints[name], f"{where}{name}")
+    return cls(**kw)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Numbers written as YAML strings (``1e-4`` is a string in YAML 1.1) become numbers; a
+    value of the wrong kind is an error naming the key."""
+    args = set(typing.get_args(hint)) or {hint}
+    if value is None or isinstance(value, (dict, list)):
+        return value
+    for kind in (bool, int, float):
+        if kind in args:
+            if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+                return value
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str) and kind is not bool:
+                try:
+                    return kind(value)
+                except ValueError:
+                    continue
+    if str in args and isinstance(value, (str, int, float)):
+        return str(value)
+    if args & {bool, int, float}:
+        raise ValueError(f"config key {key}: expected {' or '.join(sorted(a.__name__ for a in args if a is not type(None)))}, got {value!r}")
+    return value
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"override {key}: {p} is not a section")
+    d[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A ``TrainConfig`` from a YAML recipe (or defaults when None) plus ``key=value`` overrides
+    (values parsed as YAML: ``steps=20``, ``data.train=[a,b]``, ``model.from_config.hidden_size=64``)."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: recipe not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({e})") from None
+    for ov in overrides:
+        key, sep, val = ov.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {ov!r}: expected key=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(val))
+    return _build(TrainConfig, raw, "").validate()
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomic)."""
+    from anygpt.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,246 @@
+"""The training loop, top to bottom: setup, model, data, DeepSpeed engine, resume, steps,
+validation, checkpoints, export.
+
+Runs the same under ``deepspeed``, ``torchrun`` or as one plain process::
+
+    python -m anygpt.cli train --config train/tiny.yaml steps=50
+    torchrun --nproc_per_node 2 -m anygpt.cli train --config train/tiny.yaml
+    deepspeed --num_gpus 8 --module anygpt.cli train --config train/pretrain_7b.yaml
+
+Loss is the mean next-token cross-entropy over labelled tokens of each micro batch (computed
+here from the logits so it can also be split by modality, direction and dataset).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+import zlib
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from anygpt.data.datainfo import check_datasets
+from anygpt.data.loader import MixtureLoader, load_dataset_dir
+from anygpt.data.packing import model_inputs
+from anygpt.data.templates import get_template
+from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
+from anygpt.model.export import export_bundle
+from anygpt.train import checkpoint
+from anygpt.train.config import TrainConfig, save_config
+from anygpt.train.distributed import init_distributed
+from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses, token_losses
+from anygpt.utils import seed_everything
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "train"
+
+
+def print0(*args) -> None:
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(*args, flush=True)
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
+    """The ZeRO JSON (``deepspeed.config`` or ``train/ds_zero{stage}.json``) with the recipe's
+    batch, precision, clipping and optimizer settings filled in (the recipe wins)."""
+    ds = cfg.deepspeed
+    path = Path(ds.config) if ds.config else DS_CONFIG_DIR / f"ds_zero{ds.zero_stage}.json"
+    if path.exists():
+        try:
+            conf = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
+    elif ds.config:
+        raise FileNotFoundError(f"{path}: DeepSpeed config not found")
+    else:
+        conf = {}
+    conf.setdefault("zero_optimization", {})["stage"] = ds.zero_stage
+    if ds.grad_accum is None:
+        total = ds.batch_size or ds.micro_batch_size * world_size
+        if total % (ds.micro_batch_size * world_size):
+            raise ValueError(f"deepspeed.batch_size {total} is not a multiple of micro_batch_size {ds.micro_batch_size} x {world_size} ranks")
+        accum = total // (ds.micro_batch_size * world_size)
+    else:
+        accum = ds.grad_accum
+    conf.update({
+        "train_micro_batch_size_per_gpu": ds.micro_batch_size,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": ds.micro_batch_size * accum * world_size,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", **({"initial_scale_power": 16} if ds.precision == "fp16" else {})},
+        "steps_per_print": 10**9,
+    })
+    torch_adam = cfg.optim.torch_adam if cfg.optim.torch_adam is not None else not on_gpu
+    conf["optimizer"] = {"type": "AdamW", "params": {
+        "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": cfg.optim.eps,
+        "weight_decay": cfg.optim.weight_decay, "torch_adam": torch_adam}}
+    return conf
+
+
+def cosine_with_warmup(cfg: TrainConfig):
+    """lr multiplier: linear warmup, then cosine to ``min_lr_ratio``."""
+    warmup = cfg.optim.warmup_steps if cfg.optim.warmup_steps is not None else math.ceil(cfg.optim.warmup_ratio * cfg.steps)
+    floor = cfg.optim.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def batch_hash(batch: dict[str, torch.Tensor]) -> int:
+    """A checksum of the token ids, summed over ranks in the log to show which data a step saw."""
+    return zlib.crc32(batch["input_ids"].numpy().tobytes())
+
+
+def validate(engine, loaders: dict[str, MixtureLoader], max_batches: int, dtype, attention: str) -> dict[str, float]:
+    """Mean validation loss per dataset (and per modality/direction within each)."""
+    out: dict[str, float] = {}
+    engine.eval()
+    with torch.no_grad():
+        for name, loader in loaders.items():
+            acc = GroupedLoss({"modality": loader.modality_names, "direction": loader.direction_names})
+            plan = loader.epoch_plan(0)
+            for b in range(min(max_batches, len(plan))):
+                batch = loader._fetch(plan[b])
+                logits = engine(**to_device(model_inputs(batch, dtype, attention), engine.device), use_cache=False).logits
+                loss, valid = token_losses(logits, batch["labels"].to(logits.device))
+                acc.add(loss, valid, batch)
+            for k, v in acc.read().items():
+                out[f"{name}/{k}" if k != "loss" else f"dataset/{name}"] = v
+    engine.train()
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of the busiest rank: GPU allocations on CUDA, the process's max RSS on CPU."""
+    if torch.cuda.is_available():
+        mine = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource
+
+        mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    t = torch.tensor([mine], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def to_device(kw: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in kw.items()}
+
+
+def run(cfg: TrainConfig) -> Path | None:
+    """Train with ``cfg`` and export; returns the export dir (None when ``export.enabled`` is off).
+
+    Initialises the process group when needed (one plain process gets world size 1) and leaves it
+    initialised, so several runs can share one process; launched runs end with ``shutdown()``."""
+    import deepspeed
+
+    cfg.validate()
+    rank, world, device = init_distributed()
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    seed_everything(cfg.seed + rank)
+    dtype = DTYPES[cfg.deepspeed.precision]
+
+    # ---- model: tokenizer + layout, base LM, vocabulary grown before DeepSpeed wraps it
+    tokenizer, layout = load_tokenizer_and_layout(cfg.model, cfg.init_from)
+    torch.manual_seed(cfg.seed)  # identical init on every rank
+    model = build_model(cfg.model, layout, tokenizer, cfg.init_from)
+    n_params = count_parameters(model)
+    print0(f"model: {n_params / 1e6:.2f}M parameters ({count_parameters(model, True) / 1e6:.2f}M trainable), vocab {layout.padded_vocab_size}")
+    seed_everything(cfg.seed + rank)
+
+    # ---- data: refuse sets built for another layout; mixture loader sharded by rank
+    info = check_datasets(cfg.data.train + cfg.data.val, layout)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    loader = MixtureLoader(
+        [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
+        cfg.data.seq_len, cfg.data.pack, pad_id, cfg.seed, rank, world, True, cfg.data.samples_per_epoch, cfg.data.prefetch)
+    val_loaders = {Path(p).name: MixtureLoader([load_dataset_dir(p)], None, 1, cfg.data.seq_len,
+                                               cfg.data.pack, pad_id, cfg.seed, rank, world, False, None, 0)
+                   for p in cfg.data.val}
+
+    # ---- engine
+    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
+    accum = ds_config["gradient_accumulation_steps"]
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(cfg)))
+
+    # ---- resume
+    step = 0
+    tag = checkpoint.resolve_resume(cfg.checkpoint.resume, ckpt_dir)
+    if tag is not None:
+        state = checkpoint.load(engine, tag)
+        step = state["step"]
+        loader.load_state_dict(state["loader"])
+        print0(f"resumed from {tag} at step {step}")
+
+    # ---- train
+    groups = {"modality": loader.modality_names, "direction": loader.direction_names,
+              "dataset": [Path(p).name for p in cfg.data.train]}
+    acc = GroupedLoss(groups)
+    log = MetricsLog(out_dir, rank, cfg.log.tensorboard)
+    peak = (cfg.log.peak_flops or default_peak_flops()) * world
+    kill_at = int(os.environ.get("ANYGPT_TEST_KILL_AFTER_STEP", -1))  # test hook: SIGKILL rank 0 here
+    tokens = torch.zeros(2, dtype=torch.float64)  # real tokens, data checksum since the last log
+    t_log = time.time()
+    while step < cfg.steps:
+        for _ in range(accum):
+            batch = next(loader)
+            logits = engine(**to_device(model_inputs(batch, dtype, cfg.data.attention), engine.device), use_cache=False).logits
+            loss_tok, valid = token_losses(logits, batch["labels"].to(logits.device))
+            loss = loss_tok.sum() / valid.sum().clamp(min=1)
+            engine.backward(loss)
+            engine.step()
+            acc.add(loss_tok, valid, batch)
+            tokens += torch.tensor([float(batch["n_real"]), float(batch_hash(batch))], dtype=torch.float64)
+        step += 1
+
+        if step % cfg.log.every == 0 or step == cfg.steps:
+            values = acc.read()
+            if dist.is_initialized():
+                dist.all_reduce(tokens)
+            dt = time.time() - t_log
+            tps = float(tokens[0]) / dt
+            values.update({"lr": scheduler.get_last_lr()[0], "tokens_per_s": tps, "mfu": 6 * n_params * tps / peak,
+                           "data_hash": int(tokens[1]), "peak_mem_mb": peak_memory_mb()})
+            log.write(step, values)
+            tokens.zero_()
+            t_log = time.time()
+        if val_loaders and cfg.log.val_every and step % cfg.log.val_every == 0 and step != cfg.steps:
+            log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.steps:
+            checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
+        if step == kill_at and rank == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+    loader.close()
+
+    # ---- end: validation, final checkpoint, plot, export
+    if val_loaders:
+        log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+    checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
+    log.close()
+    if rank == 0:
+        plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png")
+    if not cfg.export.enabled:
+        return None
+    template = get_template(cfg.export.template or info.get("template") or "chat")
+    export_dir = export_bundle(engine, cfg.deepspeed.zero_stage, out_dir / "export", tokenizer, layout, template,
+                               cfg.export.cards, cfg.export.generation)
+    print0(f"exported {export_dir}")
+    return export_dir

@@ -1,0 +1,139 @@
+"""Training metrics: per-token losses grouped by modality / direction / dataset, throughput, MFU;
+written to the console (rank 0), ``metrics.jsonl`` and TensorBoard, plotted as ``loss.png``.
+
+MFU = 6 · N · tokens/s / (peak FLOP/s per device · devices), N = trainable + frozen parameters
+(the 6N rule counts forward and backward; attention FLOPs are left out). Default peaks, dense,
+no sparsity: H100 bf16 989 TFLOP/s, A100 bf16 312 TFLOP/s, other GPUs 100 TFLOP/s, CPU 1 TFLOP/s
+(a stated guess; set ``log.peak_flops`` for your hardware).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from anygpt.data.templates import IGNORE_INDEX
+
+
+def default_peak_flops() -> float:
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        if "H100" in name or "H200" in name:
+            return 989e12
+        if "A100" in name:
+            return 312e12
+        return 100e12
+    return 1e12
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position next-token loss ``(B, T-1)`` (0 where no label) and the validity mask."""
+    target = labels[:, 1:]
+    valid = target != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
+    ).view_as(target)
+    return loss * valid, valid
+
+
+class GroupedLoss:
+    """Sums of loss and token counts per group name, reduced over ranks on ``read``."""
+
+    def __init__(self, groups: dict[str, list[str]]):
+        # groups: kind ("modality"/"direction"/"dataset") -> names, indexed by the batch's *_ids
+        self.groups = groups
+        self.names = [f"{kind}/{n or '-'}" for kind, ns in groups.items() for n in ns]
+        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64)
+        self.counts = torch.zeros(len(self.names) + 1, dtype=torch.float64)
+
+    def add(self, loss: torch.Tensor, valid: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        loss, valid = loss.detach().double().cpu(), valid.cpu()
+        off = 0
+        for kind, ns in self.groups.items():
+            ids = batch[f"{kind}_ids"][:, 1:]  # the label position's tag
+            for i in range(len(ns)):
+                m = valid & (ids == i)
+                self.sums[off + i] += loss[m].sum()
+                self.counts[off + i] += m.sum()
+            off += len(ns)
+        self.sums[-1] += loss[valid].sum()
+        self.counts[-1] += valid.sum()
+
+    def read(self) -> dict[str, float]:
+        """All-reduced mean loss per group and ``loss`` overall; resets the sums."""
+        both = torch.stack([self.sums, self.counts])
+        if dist.is_initialized():
+            dist.all_reduce(both)
+        out = {n: float(s / c) for n, s, c in zip(self.names + ["loss"], both[0], both[1]) if c > 0}
+        self.sums.zero_()
+        self.counts.zero_()
+        return out
+
+
+class MetricsLog:
+    """Console + JSONL + (optional) TensorBoard writer; only rank 0 writes."""
+
+    def __init__(self, out_dir: Path, rank: int, tensorboard: bool = True):
+        self.rank = rank
+        self.path = out_dir / "metrics.jsonl"
+        self.tb = None
+        if rank == 0 and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except ImportError:
+                print("tensorboard not installed: metrics go to metrics.jsonl only")
+        self.t0 = time.time()
+
+    def write(self, step: int, values: dict[str, float], split: str = "train") -> None:
+        if self.rank != 0:
+            return
+        rec = {"step": step, "split": split, "time": round(time.time() - self.t0, 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{split}/{k}", v, step)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("loss", "lr", "tokens_per_s", "mfu") or split != "train")
+        print(f"[{split}] step {step}: {shown}", flush=True)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_losses(metrics_jsonl: Path, out_png: Path) -> Path | None:
+    """Loss curves (overall and per group, train and validation) from ``metrics.jsonl``."""
+    if not metrics_jsonl.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, tuple[list, list]] = {}
+    for line in metrics_jsonl.read_text().splitlines():
+        rec = json.loads(line)
+        for k, v in rec.items():
+            if k == "loss" or k.startswith(("modality/", "direction/", "dataset/")):
+                xs, ys = series.setdefault(f"{rec['split']} {k}", ([], []))
+                xs.append(rec["step"])
+                ys.append(v)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, (xs, ys) in sorted(series.items()):
+        ax.plot(xs, ys, label=name, lw=2 if name.endswith(" loss") else 1, marker="o" if name.startswith("val") else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

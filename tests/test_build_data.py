@@ -1,0 +1,330 @@
+"""Training-set building: alignment masks in both directions, SFT masks by ids, mixture weights,
+the reference's JSONL lines, bad-line handling, fingerprint refusal."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sample, build_pretrain_from_recipe,
+                               build_pretrain_from_reference, check_data_info, mix, parse_reference_line,
+                               render_alignment)
+from anygpt.data.shards import FingerprintMismatch, write_shard
+from anygpt.data.sft import build_sft
+from anygpt.data.templates import IGNORE_INDEX, get_template
+from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.vocab import VocabLayout, load_base_tokenizer
+
+FIXTURES = Path(__file__).parent / "data"
+SIZES = {"image": 64, "speech": 32, "music": 16}
+
+
+@register_backend("test-fake-image")
+class FakeImageTokenizer(ModalityTokenizer):
+    """4 codes per image: the mean brightness of each quadrant, quantised to 16 levels."""
+
+    modality = "image"
+    codebook_size = 16
+    tokens_per_item = 4
+
+    def load_media(self, path):
+        from PIL import Image
+
+        return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+
+    def encode(self, batch):
+        out = []
+        for a in batch:
+            h, w = a.shape[0] // 2, a.shape[1] // 2
+            quads = [a[:h, :w], a[:h, w:], a[h:, :w], a[h:, w:]]
+            out.append(np.array([min(15, int(q.mean() / 16)) for q in quads], dtype=np.int64))
+        return out
+
+    def decode(self, codes):
+        raise NotImplementedError("not needed in these tests")
+
+
+def _grow(base_dir, out_dir: Path, profile: str, sizes=SIZES):
+    tok = load_base_tokenizer(base_dir)
+    layout = VocabLayout.from_profile(profile, len(tok), sizes)
+    layout.grow_tokenizer(tok)
+    tok.save_pretrained(str(out_dir))
+    layout.save(out_dir)
+    return tok, layout
+
+
+@pytest.fixture(scope="module")
+def grown_default(base_tokenizer_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("grown_default")
+    tok, layout = _grow(base_tokenizer_dir, d, "default")
+    return d, tok, layout
+
+
+@pytest.fixture(scope="module")
+def grown_reference(base_tokenizer_dir, tmp_path_factory):
+    """The reference's full code ranges (its files carry codes up to 8191)."""
+    d = tmp_path_factory.mktemp("grown_anygpt_chat")
+    tok, layout = _grow(base_tokenizer_dir, d, "anygpt-chat", None)
+    return d, tok, layout
+
+
+def _trained(input_ids, labels):
+    assert len(input_ids) == len(labels)
+    for i, l in zip(input_ids, labels):
+        assert l == IGNORE_INDEX or l == i  # labels are the ids themselves where trained
+    return [i for i, l in zip(input_ids, labels) if l != IGNORE_INDEX]
+
+
+def _text_ids(tok, s):
+    return tok(s, add_special_tokens=False)["input_ids"]
+
+
+def test_alignment_both_directions_mask_exactly_the_response(grown_default):
+    _, tok, layout = grown_default
+    t = get_template("chat")
+    pair = Pair("a", "image", [3, 1, 4, 1, 5], "a red circle")
+    end = layout.token_id("<|end|>")
+    x2t = render_alignment(pair, "x2t", t, tok, layout, random.Random(0), "shapes")
+    assert _trained(x2t.input_ids, x2t.labels) == _text_ids(tok, "a red circle") + [end]
+    span = layout.span_ids("image", pair.codes)
+    prompt = x2t.input_ids[: x2t.labels.index(next(l for l in x2t.labels if l != IGNORE_INDEX))]
+    assert _find(prompt, span) and prompt[-1] == layout.token_id("<|assistant|>")
+
+    t2x = render_alignment(pair, "t2x", t, tok, layout, random.Random(0), "shapes")
+    assert _trained(t2x.input_ids, t2x.labels) == span + [end]
+    assert t2x.direction == "t2x" and x2t.direction == "x2t" and t2x.source == "shapes"
+    first = next(i for i, l in enumerate(t2x.labels) if l != IGNORE_INDEX)
+    assert _find(t2x.input_ids[:first], _text_ids(tok, "This is input: a red circle")[1:])
+
+
+def test_reference_template_masks_response_eos_and_end_of_sequence(grown_reference):
+    _, tok, layout = grown_reference
+    t = get_template("anygpt-pretrain")
+    pair = Pair("s", "speech", [5, 6, 7], "hello world")
+    r = render_alignment(pair, "t2x", t, tok, layout, random.Random(1))
+    # the reference writes "[MMGPT]: {X}": the space before the span belongs to the response
+    want = _text_ids(tok, " ") + layout.span_ids("speech", [5, 6, 7]) + [layout.token_id("<eos>"), tok.eos_token_id]
+    assert _trained(r.input_ids, r.labels) == want
+    r = render_alignment(pair, "x2t", t, tok, layout, random.Random(1))
+    want_text = _text_ids(tok, " hello world")
+    assert _trained(r.input_ids, r.labels) == want_text + [layout.token_id("<eos>"), tok.eos_token_id]
+
+
+def _find(seq, sub):
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+def _fixed_source(name, weight, length, size=50):
+    return MixSource(name, weight, size, lambda i, rng: Sample([0] * length, [0] * length, "image", "x2t", name, str(i)))
+
+
+def test_mixture_weights_by_samples_and_by_tokens():
+    srcs = [_fixed_source("a", 0.6, 10), _fixed_source("b", 0.3, 40), _fixed_source("c", 0.1, 5, size=3)]
+    out = list(mix(srcs, "samples", num_samples=1000, seed=0))
+    n = {k: sum(s.source == k for s in out) for k in "abc"}
+    assert len(out) == 1000 and abs(n["a"] - 600) <= 2 and abs(n["b"] - 300) <= 2 and abs(n["c"] - 100) <= 2
+    out = list(mix(srcs, "tokens", num_tokens=20000, seed=0))
+    tokens = {k: sum(len(s) for s in out if s.source == k) for k in "abc"}
+    total = sum(tokens.values())
+    assert total >= 20000
+    for k, w in zip("abc", (0.6, 0.3, 0.1)):
+        assert abs(tokens[k] / total - w) < 0.01, (k, tokens)
+    # a small dataset is repeated (reshuffled per epoch), every item used before any repeats
+    ids = [s.id for s in out if s.source == "c"][:3]
+    assert sorted(ids) == ["0", "1", "2"]
+
+
+def _shard(path, modality, n, size, fingerprint, rng, text=True):
+    rows = [{"id": f"{modality}{i}", "modality": modality, "codes": rng.integers(0, size, rng.integers(3, 9)).tolist(),
+             "text": f"caption number {i}" if text else None, "source": f"/data/{modality}{i}"} for i in range(n)]
+    write_shard(path, rows, {"fingerprint": fingerprint, "backend": "test", "modality": modality, "codebook_size": size})
+    return rows
+
+
+def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
+    import datasets
+
+    tok_dir, tok, layout = grown_default
+    rng = np.random.default_rng(0)
+    img = _shard(tmp_path / "img" / "s0.parquet", "image", 30, 64, "fp-img", rng)
+    _shard(tmp_path / "sp" / "s0.parquet", "speech", 20, 32, "fp-sp", rng)
+    recipe = {"seed": 3, "num_samples": 200, "datasets": [
+        {"name": "shapes", "shards": "img", "modality": "image", "weight": 3, "t2x_prob": 1.0},
+        {"name": "voices", "shards": "sp", "modality": "speech", "weight": 1, "t2x_prob": 0.0, "fingerprint": "fp-sp"},
+    ]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    cli("build-data", "--stage", "pretrain", "--recipe", tmp_path / "recipe.yaml", "--tokenizer", tok_dir, "--out", out)
+    ds = datasets.load_from_disk(str(out))
+    assert set(ds.column_names) >= {"input_ids", "labels", "modality", "direction", "source", "length"}
+    assert len(ds) == 200
+    assert sum(s == "shapes" for s in ds["source"]) == 150
+    assert set(zip(ds["source"], ds["direction"], ds["modality"])) == {("shapes", "t2x", "image"), ("voices", "x2t", "speech")}
+    # every t2x target is one of the shard's code spans
+    spans = {tuple(layout.span_ids("image", r["codes"])) for r in img}
+    end = layout.token_id("<|end|>")
+    for row in ds.select(range(20)):
+        trained = _trained(row["input_ids"], row["labels"])
+        assert row["length"] == len(row["input_ids"]) and trained[-1] == end
+        if row["direction"] == "t2x":
+            assert tuple(trained[:-1]) in spans
+    info = check_data_info(out, layout, {"image": "fp-img", "speech": "fp-sp"})
+    assert info["tokenizers"] == {"image": "fp-img", "speech": "fp-sp"} and info["template_id"] == "chat@1"
+    with pytest.raises(DataMismatch):
+        check_data_info(out, layout, {"image": "another"})
+    with pytest.raises(DataMismatch):
+        check_data_info(out, VocabLayout.from_profile("default", layout.base_vocab_size, {"image": 65}))
+    # shards made by another tokenizer are refused, naming the shard
+    recipe["datasets"][1]["fingerprint"] = "other"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(FingerprintMismatch, match=r"s0\.parquet.*other"):
+        build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / "recipe.yaml"), tok, layout, tmp_path / "out2")
+
+
+def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):
+    import datasets
+
+    tok_dir, tok, layout = grown_reference
+    files = [FIXTURES / f"anygpt_pretrain_{m}.jsonl" for m in ("image", "speech", "music")]
+    lines = [json.loads(l) for f in files for l in f.read_text().splitlines()]
+    out = tmp_path / "ref"
+    cli("build-data", "--stage", "pretrain", "--anygpt-jsonl", *files, "--tokenizer", tok_dir, "--out", out,
+        "--both-directions")
+    ds = datasets.load_from_disk(str(out))
+    assert len(ds) == 2 * len(lines)
+    want = {(m, tuple(parse_reference_line(o, layout).codes), o["text"].strip()) for o in lines
+            for m in ("image", "speech", "music") if m in o}
+    eos = layout.token_id("<eos>")
+    seen = set()
+    for row in ds:
+        pieces = layout.split_ids(row["input_ids"])
+        media = [(k, tuple(v)) for k, v in pieces if k != "text"]
+        assert len(media) == 1 and media[0][0] == row["modality"]
+        trained = _trained(row["input_ids"], row["labels"])
+        assert trained[-2:] == [eos, tok.eos_token_id]
+        if row["direction"] == "x2t":
+            text = tok.decode(trained[:-2]).strip()
+            seen.add((row["modality"], media[0][1], text))
+        else:
+            assert trained[:-2] == _text_ids(tok, " ") + layout.span_ids(row["modality"], media[0][1])
+    assert seen == want
+    assert sorted(set(ds["source"])) == sorted(f.stem for f in files)
+
+
+def test_bad_lines_name_file_and_line_or_are_recorded(grown_reference, tmp_path, cli):
+    import datasets
+
+    tok_dir, tok, layout = grown_reference
+    good = (FIXTURES / "anygpt_pretrain_image.jsonl").read_text().splitlines()[0]
+    bad = tmp_path / "mixed.jsonl"
+    bad.write_text("\n".join([good, '{"text": "x", "image": "<soim><👀1><eoim"}', "not json", good]) + "\n")
+    proc = cli("build-data", "--stage", "pretrain", "--anygpt-jsonl", bad, "--tokenizer", tok_dir,
+               "--out", tmp_path / "o1", check=False)
+    assert proc.returncode == 2 and f"{bad}:2:" in proc.stderr and not (tmp_path / "o1").exists()
+    build_pretrain_from_reference([bad], tok, layout, tmp_path / "o2", skip_bad=True)
+    errors = [json.loads(l) for l in (tmp_path / "o2" / "errors.jsonl").read_text().splitlines()]
+    assert [e["where"] for e in errors] == [f"{bad}:2", f"{bad}:3"]
+    assert len(datasets.load_from_disk(str(tmp_path / "o2"))) == 2
+
+
+def test_sft_mask_covers_exactly_assistant_turns(grown_default, tmp_path):
+    import datasets
+    from PIL import Image
+
+    tok_dir, tok, layout = grown_default
+    (tmp_path / "media").mkdir()
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(tmp_path / "media" / "white.png")
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(tmp_path / "media" / "black.png")
+    convs = [
+        {"id": "c1", "conversation": [[
+            {"role": "user", "message": "Describe this picture. <image:media/white.png>"},
+            {"role": "assistant", "message": "a white square"},
+            {"role": "user", "message": "Draw a black one."},
+            {"role": "assistant", "message": "<image:media/black.png>"}]]},
+        {"id": "c2", "conversation": [[
+            {"role": "user", "message": "Say hello <sosp><\U0001F5E3\ufe0f1><\U0001F5E3\ufe0f2><eosp>"},
+            {"role": "assistant", "message": "hello"}]]},
+        {"id": "c3", "conversation": [[{"role": "user", "message": "draw <image:media/missing.png>"},
+                                        {"role": "assistant", "message": "no"}]]},
+    ]
+    f = tmp_path / "convs.jsonl"
+    f.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in convs))
+    fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
+    with pytest.raises(ValueError, match=rf"{f}:3: .*missing.png"):
+        build_sft([f], tok, layout, tmp_path / "x", tokenizers={"image": fake})
+    with open(f, "a") as fh:
+        fh.write('{"id": 4, "conversation": [[]]}\n')
+    out = build_sft([f], tok, layout, tmp_path / "sft", tokenizers={"image": fake}, skip_bad=True)
+    ds = datasets.load_from_disk(str(out))
+    assert len(ds) == 2 and ds["direction"] == ["chat", "chat"] and ds["modality"] == ["image", "speech"]
+    end = layout.token_id("<|end|>")
+    want = _text_ids(tok, "a white square") + [end] + layout.span_ids("image", [0, 0, 0, 0]) + [end]
+    assert _trained(ds[0]["input_ids"], ds[0]["labels"]) == want
+    white = layout.span_ids("image", [15, 15, 15, 15])
+    assert _find(ds[0]["input_ids"], white) and not _find(_trained(ds[0]["input_ids"], ds[0]["labels"]), white)
+    assert _trained(ds[1]["input_ids"], ds[1]["labels"]) == _text_ids(tok, "hello") + [end]
+    assert _find(ds[1]["input_ids"], layout.span_ids("speech", [1, 2]))
+    errors = [json.loads(l) for l in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["where"] for e in errors) == [f"{f}:3", f"{f}:4"]  # each bad line once
+    assert "missing.png" in errors[[e["where"] for e in errors].index(f"{f}:3")]["error"]
+
+
+def test_reference_instruction_lines_ingest(grown_reference, tmp_path, cli):
+    import datasets
+
+    tok_dir, tok, layout = grown_reference
+    out = tmp_path / "sft"
+    cli("build-data", "--stage", "sft", "--conversations", FIXTURES / "anygpt_instruct_speech.jsonl",
+        "--tokenizer", tok_dir, "--out", out)
+    ds = datasets.load_from_disk(str(out))
+    row = ds[0]
+    trained = _trained(row["input_ids"], row["labels"])
+    # the assistant's voice-chat target: <-Ins-> transcript <-Res-> reply <sosp>…<eosp> <eos>
+    assert trained[-1] == layout.token_id("<eos>")
+    assert _find(trained, layout.span_ids("speech", [2, 2, 2]))
+    assert layout.token_id("<-Ins->") in trained and layout.token_id("<-Res->") in trained
+    assert not _find(trained, layout.span_ids("speech", [1, 1, 1]))  # the user's speech is context only
+    first = next(i for i, l in enumerate(row["labels"]) if l != IGNORE_INDEX)
+    colon = _text_ids(tok, ":")
+    assert row["input_ids"][first - 1 - len(colon) : first] == [layout.token_id("[MMGPT]"), *colon]
+
+
+def test_sft_finds_media_codes_in_shards_by_path_and_refuses_foreign_shards(grown_default, tmp_path):
+    import datasets
+    from PIL import Image
+
+    _, tok, layout = grown_default
+    img = tmp_path / "pic.png"
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(img)
+    write_shard(tmp_path / "shards" / "s.parquet", [{"id": "pic", "modality": "image", "codes": [9, 8, 7],
+                                                     "text": "white", "source": str(img)}],
+                {"fingerprint": "fp-a", "backend": "x", "modality": "image", "codebook_size": 64})
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"id": 1, "conversation": [[{"role": "user", "message": "draw white"},
+                                                         {"role": "assistant", "message": "<image:pic.png>"}]]}) + "\n")
+    out = build_sft([f], tok, layout, tmp_path / "o", shards={"image": tmp_path / "shards"})
+    row = datasets.load_from_disk(str(out))[0]
+    end = layout.token_id("<|end|>")
+    assert _trained(row["input_ids"], row["labels"]) == layout.span_ids("image", [9, 8, 7]) + [end]
+    assert json.loads((out / "anygpt_data.json").read_text())["tokenizers"] == {"image": "fp-a"}
+    fake = FakeImageTokenizer(TokenizerCard("test-fake-image", "image", tmp_path))
+    with pytest.raises(FingerprintMismatch):
+        build_sft([f], tok, layout, tmp_path / "o2", tokenizers={"image": fake}, shards={"image": tmp_path / "shards"})
+
+
+def test_voice_chat_target_masks_the_reference_form(grown_default):
+    from anygpt.data.sft import voice_chat_messages
+    from anygpt.data.templates import MediaCodes
+
+    _, tok, layout = grown_default
+    msgs = voice_chat_messages(MediaCodes("speech", [1, 2]), "how are you", "fine thanks", MediaCodes("speech", [3, 4]))
+    r = get_template("chat").render(msgs, tok, layout)
+    trained = _trained(r.input_ids, r.labels)
+    assert trained[-1] == layout.token_id("<|end|>") and trained[-1 - 4 : -1] == layout.span_ids("speech", [3, 4])
+    assert trained.count(layout.token_id("<-Ins->")) == 1 and trained.count(layout.token_id("<-Res->")) == 1
+    assert _find(r.input_ids, layout.span_ids("speech", [1, 2])) and not _find(trained, layout.span_ids("speech", [1, 2]))

@@ -1,0 +1,233 @@
+"""Constrained generation: spans never hold a foreign code, fixed lengths and music layer slots hold,
+forced modalities are obeyed, batches and beams keep per-row state."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from anygpt.inference.constraints import ModalityLogitsProcessor, SpanRule
+from anygpt.vocab import VocabLayout
+
+
+def load_support():
+    """tests/infer_support.py (test backends + bundle builder), imported once by path."""
+    if "infer_support" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("infer_support", Path(__file__).with_name("infer_support.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["infer_support"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["infer_support"]
+
+
+BASE = 40
+LAYOUT = VocabLayout.from_profile("default", BASE, {"image": 12, "speech": 6, "music": 16})
+RULES = {
+    "image": SpanRule("image", 10, tokens_per_item=3),  # the layout reserves 12; the tokenizer decodes 10
+    "speech": SpanRule("speech", 6),
+    "music": SpanRule("music", 16, n_q=2, layer_size=8),
+}
+STOP = [LAYOUT.token_id("<|end|>")]
+WIDTH = LAYOUT.padded_vocab_size
+
+
+def well_formed_errors(ids: list[int], layout: VocabLayout, rules: dict[str, SpanRule], stop: list[int],
+                       allow_media: bool = True, text_ids: int | None = None, closed: bool = False) -> list[str]:
+    """An independent checker of a generated sequence (not the processor's own code)."""
+    text_ids = layout.vocab_size if text_ids is None else text_ids
+    errs: list[str] = []
+    starts = {layout.start_id(m): m for m in layout.modality_names}
+    ends = {layout.end_id(m): m for m in layout.modality_names}
+    cur, n = None, 0
+    for pos, t in enumerate(ids):
+        if t >= text_ids:
+            errs.append(f"{pos}: padded id {t}")
+        elif cur is None:
+            if t in starts:
+                if not allow_media:
+                    errs.append(f"{pos}: start marker in a text-only reply")
+                cur, n = starts[t], 0
+            elif t in ends:
+                errs.append(f"{pos}: end marker outside a span")
+            elif layout.modality_of_id(t) is not None:
+                errs.append(f"{pos}: bare {layout.modality_of_id(t)} code outside a span")
+            elif t in layout.marker_ids() and t not in stop and t not in [layout.token_id(x) for x in layout.extra]:
+                errs.append(f"{pos}: role marker {t} generated")
+        else:
+            r = rules[cur]
+            if t == layout.end_id(cur):
+                if r.tokens_per_item and n != r.tokens_per_item:
+                    errs.append(f"{pos}: {cur} span closed after {n} codes, needs {r.tokens_per_item}")
+                if n == 0:
+                    errs.append(f"{pos}: empty {cur} span")
+                if n % r.n_q:
+                    errs.append(f"{pos}: {cur} span closed mid-frame ({n} codes, n_q {r.n_q})")
+                cur = None
+                continue
+            if layout.modality_of_id(t) != cur:
+                errs.append(f"{pos}: id {t} inside a {cur} span")
+                continue
+            code = t - layout.code_range(cur).start
+            if code >= r.n_codes:
+                errs.append(f"{pos}: {cur} code {code} beyond the tokenizer's {r.n_codes}")
+            if r.n_q > 1 and code // r.layer_width != n % r.n_q:
+                errs.append(f"{pos}: {cur} code {code} in layer {code // r.layer_width}, slot wants {n % r.n_q}")
+            if r.tokens_per_item and n >= r.tokens_per_item:
+                errs.append(f"{pos}: {cur} span longer than {r.tokens_per_item}")
+            n += 1
+    if closed and cur is not None:
+        errs.append(f"ends inside a {cur} span after {n} codes")
+    return errs
+
+
+id_groups = st.sampled_from(["text", "image", "speech", "music", "markers", "pad"])
+
+
+def group_ids(g: str) -> list[int]:
+    if g == "text":
+        return list(range(BASE))
+    if g == "markers":
+        return sorted(LAYOUT.marker_ids())
+    if g == "pad":
+        return list(range(LAYOUT.vocab_size, WIDTH))
+    r = LAYOUT.code_range(g)
+    return list(range(r.start, r.stop + 2))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    prefixes=st.lists(st.lists(st.integers(0, BASE - 1), min_size=1, max_size=5), min_size=1, max_size=4),
+    open_span=st.lists(st.sampled_from([None, "image", "speech", "music"]), min_size=4, max_size=4),
+    favour=st.lists(id_groups, min_size=1, max_size=3),
+    bias=st.floats(0, 1e4),
+    allow_media=st.booleans(),
+    budget=st.sampled_from([None, 4, 5, 7, 12]),
+)
+def test_processor_never_allows_a_foreign_code(seed, prefixes, open_span, favour, bias, allow_media, budget):
+    """Random logits, pushed towards random id groups (foreign codes, markers, padding), for a
+    batch whose rows start in random states: every sampled step keeps every row well formed; with
+    a length budget, every span is also closed when the budget runs out."""
+    proc = ModalityLogitsProcessor(LAYOUT, RULES, WIDTH, LAYOUT.vocab_size, STOP, allow_media=allow_media)
+    rows = []
+    for i, p in enumerate(prefixes):
+        m = open_span[i]
+        rows.append(p + ([LAYOUT.start_id(m)] if m and allow_media else []))
+    T = max(map(len, rows))
+    ids = torch.tensor([[0] * (T - len(r)) + r for r in rows])  # left padding with a text id
+    steps = budget or 12
+    proc.max_length = T + budget if budget else None
+    g = torch.Generator().manual_seed(seed)
+    push = torch.zeros(WIDTH)
+    for grp in favour:
+        push[group_ids(grp)] += bias
+    for _ in range(steps):
+        scores = torch.randn(len(rows), WIDTH, generator=g) * 10 + push
+        out = proc(ids, scores)
+        assert torch.isfinite(out).any(dim=1).all(), "a row had no allowed id"
+        probs = torch.softmax(out, dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=g)
+        ids = torch.cat([ids, nxt], dim=1)
+    for r, row in zip(rows, ids.tolist()):
+        gen = row[T - len(r):]
+        errs = well_formed_errors(gen, LAYOUT, RULES, STOP, allow_media, closed=budget is not None)
+        assert not errs, errs
+
+
+def test_fixed_length_forces_the_end_and_music_slots():
+    proc = ModalityLogitsProcessor(LAYOUT, RULES, WIDTH, LAYOUT.vocab_size, STOP)
+    img = LAYOUT.code_range("image").start
+    allowed = proc.allowed(torch.tensor([[5, LAYOUT.start_id("image"), img, img + 1, img + 2]]))[0]
+    assert allowed.nonzero().flatten().tolist() == [LAYOUT.end_id("image")]
+    allowed = proc.allowed(torch.tensor([[5, LAYOUT.start_id("image")]]))[0]
+    assert allowed.nonzero().flatten().tolist() == list(range(img, img + 10))  # no end, no reserved codes 10-11
+    mu = LAYOUT.code_range("music").start
+    one = proc.allowed(torch.tensor([[LAYOUT.start_id("music"), mu + 3]]))[0]
+    assert one.nonzero().flatten().tolist() == list(range(mu + 8, mu + 16))  # layer 1, no end mid-frame
+    two = proc.allowed(torch.tensor([[LAYOUT.start_id("music"), mu + 3, mu + 9]]))[0]
+    assert two.nonzero().flatten().tolist() == list(range(mu, mu + 8)) + [LAYOUT.end_id("music")]
+
+
+def test_outside_spans_text_only_bans_starts_codes_and_padding():
+    proc = ModalityLogitsProcessor(LAYOUT, RULES, WIDTH, LAYOUT.vocab_size, STOP, allow_media=False)
+    allowed = set(proc.allowed(torch.tensor([[3, 4]]))[0].nonzero().flatten().tolist())
+    assert allowed == set(range(BASE)) | set(STOP) | {LAYOUT.token_id(t) for t in LAYOUT.extra}
+    media = ModalityLogitsProcessor(LAYOUT, RULES, WIDTH, LAYOUT.vocab_size, STOP)
+    allowed = set(media.allowed(torch.tensor([[3, 4]]))[0].nonzero().flatten().tolist())
+    assert {LAYOUT.start_id(m) for m in LAYOUT.modality_names} <= allowed
+    assert not allowed & set(range(LAYOUT.vocab_size, WIDTH))
+
+
+# ---------------------------------------------------------------- with a tiny random Llama
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, base_tokenizer_dir):
+    from anygpt.model.bundle import load_bundle
+
+    support = load_support()
+    d = support.make_bundle(tmp_path_factory.mktemp("gen") / "model", base_tokenizer_dir)
+    return load_bundle(d)
+
+
+def _check(bundle, replies, output):
+    from anygpt.inference.constraints import rules_from_bundle
+
+    rules = rules_from_bundle(bundle)
+    stop = bundle.template.stop_token_ids(bundle.layout, bundle.tokenizer)
+    for r in replies:
+        errs = well_formed_errors(r, bundle.layout, rules, stop, allow_media=output != "text",
+                                  text_ids=len(bundle.tokenizer), closed=True)
+        assert not errs, errs
+
+
+@pytest.mark.parametrize("output", ["image", "speech", "music"])
+def test_tiny_model_forced_media_batch(bundle, output):
+    from anygpt.inference.generation import build_prompt_ids, generate_batch
+    from anygpt.inference.settings import GenerationSettings
+
+    prompts = [build_prompt_ids(bundle, t, output_modality=output) for t in ("a red circle", "hello", "one two three four five")]
+    replies = generate_batch(bundle, prompts, output, GenerationSettings(max_new_tokens=24, temperature=1.5, top_k=0), seed=1)
+    _check(bundle, replies, output)
+    for r in replies:
+        pieces = bundle.layout.split_ids(r)
+        assert [k for k, _ in pieces] == [output]
+        assert r[0] == bundle.layout.start_id(output)
+        if output == "image":  # fixed length even though the model never learned it
+            assert len(pieces[0][1]) == 4 and r[-1] == bundle.layout.end_id("image")
+        if output == "music":
+            assert len(pieces[0][1]) % 2 == 0
+
+
+def test_tiny_model_text_and_free_replies_and_beams(bundle):
+    from anygpt.inference.generation import build_prompt_ids, generate_batch
+    from anygpt.inference.settings import GenerationSettings
+
+    p = build_prompt_ids(bundle, "hello", output_modality="text")
+    replies = generate_batch(bundle, [p, p[:4]], "text", GenerationSettings(max_new_tokens=30, temperature=2.0, top_k=0), seed=0)
+    _check(bundle, replies, "text")
+    free = generate_batch(bundle, [build_prompt_ids(bundle, "hi")] * 3, None, GenerationSettings(max_new_tokens=40, temperature=2.0, top_k=0), seed=3)
+    _check(bundle, free, None)
+    beams = generate_batch(bundle, [build_prompt_ids(bundle, "hi", output_modality="image")], "image",
+                           GenerationSettings(max_new_tokens=10, do_sample=False, num_beams=3))
+    _check(bundle, beams, "image")
+    assert len(bundle.layout.split_ids(beams[0])[0][1]) == 4
+
+
+def test_prompt_with_attachment_codes_and_bundle_settings(bundle):
+    from anygpt.inference.generation import build_prompt_ids
+    from anygpt.inference.settings import resolve_settings
+
+    ids = build_prompt_ids(bundle, "what is this", [("image", [1, 2, 3, 4])], output_modality="text")
+    assert bundle.layout.span_ids("image", [1, 2, 3, 4]) == ids[ids.index(bundle.layout.start_id("image")):][:6]
+    assert ids[-1] == bundle.layout.token_id("<|assistant|>")
+    s = resolve_settings("reference", "music", {"music": {"top_k": 7}}, {"max_new_tokens": 9})
+    assert (s.top_k, s.max_new_tokens, s.repetition_penalty) == (7, 9, 1.15)
+    with pytest.raises(ValueError, match="unknown generation setting"):
+        resolve_settings("demo", "image", {"image": {"topk": 3}})
+    with pytest.raises(ValueError, match="cannot output"):
+        build_prompt_ids(bundle, "x", output_modality="video")

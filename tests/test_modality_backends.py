@@ -1,0 +1,133 @@
+"""Each codec backend: save a random model in its published layout → load via a card →
+encode → decode, with shapes, rates, determinism and the fingerprint; plus the registry."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+
+from anygpt.modality import testing as T
+from anygpt.modality.base import backend_names, get_backend, load_tokenizer
+
+
+def card(tmp_path, backend, modality, **settings):
+    """A card YAML beside (not inside) the checkpoint, with paths relative to the card."""
+    path = tmp_path / f"{backend}.yaml"
+    path.write_text(yaml.safe_dump({"backend": backend, "modality": modality, **settings}))
+    return path
+
+
+def test_registry_lists_backends_and_rejects_unknown(tmp_path):
+    names = backend_names()
+    for n in ("speechtokenizer", "encodec-hf", "encodec", "janus-vq", "demo-image", "demo-speech", "demo-music"):
+        assert n in names
+    with pytest.raises(ValueError, match="unknown tokenizer backend 'nope'; known: .*demo-image.*speechtokenizer"):
+        get_backend("nope")
+    with pytest.raises(ValueError, match="backend demo-image is for image, card says speech"):
+        load_tokenizer(card(tmp_path, "demo-image", "speech"))
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        load_tokenizer(card(tmp_path, "janus-vq", "image", path="missing_dir"))
+
+
+def check_audio_roundtrip(tok, wavs, expect_tokens, min_agree=0.8):
+    a = tok.encode(wavs)
+    b = tok.encode(wavs)
+    assert [len(c) for c in a] == expect_tokens
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # deterministic
+    single = tok.encode([wavs[1]])[0]
+    # zero padding in a batch reaches only the last frames of a shorter item through the
+    # encoder's receptive field (all of it for a bidirectional LSTM, hence min_agree)
+    assert single.shape == a[1].shape and (single == a[1]).mean() >= min_agree
+    assert all(c.min() >= 0 and c.max() < tok.codebook_size for c in a)
+    assert len(set(a[0].tolist())) > 3  # sample-initialised codebooks give varied codes
+    wav = tok.decode(a[1])
+    assert wav.dtype == np.float32 and wav.ndim == 1 and np.isfinite(wav).all()
+    return a, wav
+
+
+def test_speechtokenizer_published_layout(tmp_path):
+    T.save_random_speechtokenizer(tmp_path / "speechtokenizer_hubert_avg")
+    tok = load_tokenizer(card(tmp_path, "speechtokenizer", "speech", path="speechtokenizer_hubert_avg",
+                              config="config.json", checkpoint="SpeechTokenizer.pt"))
+    assert (tok.sample_rate, tok.frames_per_second, tok.codebook_size) == (16000, 50, 1024)
+    wavs = T.audio_corpus(16000, 2, seed=7)
+    wavs[1] = wavs[1][:8000]
+    codes, wav = check_audio_roundtrip(tok, wavs, [50, 25], min_agree=0.5)
+    assert wav.shape == (25 * 320,)
+    all_layers = tok.model.encode(__import__("torch").from_numpy(wavs[0])[None, None])[:, 0].numpy()
+    assert all_layers.shape == (8, 50) and np.array_equal(all_layers[0], codes[0])
+    assert tok.decode(all_layers).shape == (50 * 320,)  # all 8 layers decode too
+    with pytest.warns(UserWarning, match="dropped 1 code"):
+        assert tok.decode(np.array([1, 2, 5000, 3])).shape == (3 * 320,)
+    assert tok.fingerprint == load_tokenizer(tmp_path / "speechtokenizer.yaml").fingerprint
+
+
+def test_encodec_hf_published_layout_and_flattening(tmp_path):
+    T.save_random_encodec_hf(tmp_path / "encodec_32khz")
+    assert {p.name for p in (tmp_path / "encodec_32khz").iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
+    tok = load_tokenizer(card(tmp_path, "encodec-hf", "music", path="encodec_32khz"))
+    assert (tok.n_q, tok.layer_size, tok.codebook_size, tok.frames_per_second) == (4, 2048, 8192, 200)
+    wavs = T.audio_corpus(32000, 2, seed=3)
+    wavs[1] = wavs[1][:16000]
+    codes, wav = check_audio_roundtrip(tok, wavs, [200, 100])
+    slots = codes[0].reshape(-1, 4) // 2048
+    assert (slots == np.arange(4)).all()  # frame-major with per-layer offsets, as the reference
+    assert wav.shape == (25 * 640,)
+    broken = np.concatenate([codes[1][:6], codes[1][8:]])  # a frame loses its last two tokens
+    with pytest.warns(UserWarning, match="repaired 2 token"):
+        assert tok.decode(broken).shape == (24 * 640,)
+
+
+def test_encodec_package_checkpoint_file(tmp_path):
+    ckpt = T.save_random_encodec(tmp_path / "ckpts", "24khz")
+    assert ckpt.name == "encodec_24khz-d7cc33bc.th"
+    tok = load_tokenizer(card(tmp_path, "encodec", "music", path="ckpts", variant="24khz", bandwidth=3.0))
+    assert (tok.sample_rate, tok.n_q, tok.layer_size, tok.frame_rate) == (24000, 4, 1024, 75)
+    wavs = T.audio_corpus(24000, 2, seed=4)
+    wavs[1] = wavs[1][:12000]
+    codes, wav = check_audio_roundtrip(tok, wavs, [300, 152])
+    assert wav.shape == (38 * 320,)
+    other = load_tokenizer(card(tmp_path, "encodec", "music", path="ckpts", variant="24khz", bandwidth=6.0))
+    assert other.n_q == 8 and other.fingerprint != tok.fingerprint  # bandwidth changes codes
+
+
+def test_janus_vq_save_pretrained_layout(tmp_path):
+    from PIL import Image
+
+    T.save_random_janus_vq(tmp_path / "janus_vq", num_patches=4)
+    tok = load_tokenizer(card(tmp_path, "janus-vq", "image", path="janus_vq", resize_policy="center-crop"))
+    assert (tok.image_size, tok.tokens_per_item, tok.codebook_size) == (64, 16, 1024)
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8)), Image.new("L", (64, 64), 128)]
+    a, b = tok.encode(ims), tok.encode(ims)
+    assert [c.shape for c in a] == [(16,), (16,)] and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert tok.decode(a[0]).size == (64, 64)
+    with pytest.warns(UserWarning, match="expected 16"):
+        assert tok.decode(a[0][:10]).size == (64, 64)
+
+
+def test_fingerprint_changes_with_weights(tmp_path):
+    T.save_random_janus_vq(tmp_path / "a", seed=0)
+    T.save_random_janus_vq(tmp_path / "b", seed=1)
+    fa = load_tokenizer(card(tmp_path, "janus-vq", "image", path="a")).fingerprint
+    fb = load_tokenizer(card(tmp_path, "janus-vq", "image", path="b")).fingerprint
+    assert fa != fb and len(fa) == 16
+
+
+def test_janus_vq_from_full_janus_checkpoint(tmp_path):
+    """Janus-Pro publishes the VQ inside the whole model: only model.vqmodel.* is read."""
+    import torch
+    from transformers import JanusForConditionalGeneration
+
+    T.save_random_janus_full(tmp_path / "janus_pro")
+    tok = load_tokenizer(card(tmp_path, "janus-vq", "image", path="janus_pro"))
+    full = JanusForConditionalGeneration.from_pretrained(str(tmp_path / "janus_pro"))
+    assert (tok.image_size, tok.tokens_per_item, tok.codebook_size) == (32, 4, 64)
+    for k, v in full.model.vqmodel.state_dict().items():
+        assert torch.equal(tok.model.state_dict()[k], v), k
+    from PIL import Image
+
+    assert tok.decode(tok.encode([Image.new("RGB", (32, 32), (200, 10, 10))])[0]).size == (32, 32)

@@ -1,0 +1,183 @@
+"""The tokenize job: shards, bad files in errors.jsonl, resume after a kill, two ranks, detokenize."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from modality_fixtures import shape_image, vowel, write_images, write_manifest  # noqa: E402
+
+from anygpt.modality.demo import DemoImageTokenizer, DemoSpeechTokenizer  # noqa: E402
+from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def image_tok_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("img_tok")
+    rng = np.random.default_rng(1)
+    DemoImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=32, iters=5)
+    return d
+
+
+@pytest.fixture(scope="module")
+def speech_tok_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sp_tok")
+    rng = np.random.default_rng(2)
+    DemoSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
+    return d
+
+
+def all_ids(out: Path) -> tuple[list[str], list[str]]:
+    """ids in the shards and ids in errors.jsonl."""
+    shard_ids = [i for f in sorted(out.glob("shard-*.parquet")) for i in pq.read_table(f)["id"].to_pylist()]
+    err_ids = [json.loads(line)["id"] for line in (out / "errors.jsonl").read_text().splitlines()]
+    return shard_ids, err_ids
+
+
+def test_bad_images_land_in_errors(tmp_path, image_tok_dir):
+    good = write_images(tmp_path / "img", 5)
+    trunc = tmp_path / "trunc.png"
+    trunc.write_bytes(good[0].read_bytes()[:100])
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    rows = [{"id": f"g{i}", "path": str(p), "text": f"caption {i}"} for i, p in enumerate(good)]
+    rows += [{"id": "trunc", "path": "trunc.png"}, {"id": "fake", "path": "fake.png"}, {"id": "gone", "path": "gone.png"}]
+    man = write_manifest(tmp_path / "m.jsonl", rows)
+    res = tokenize_manifest(image_tok_dir, tmp_path / "out", manifest=man, shard_size=3, max_error_rate=0.5, progress=False)
+    assert res.merged and res.failed is None and res.errors == 3
+    errors = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "out/errors.jsonl").read_text().splitlines()}
+    assert set(errors) == {"trunc", "fake", "gone"}
+    assert errors["gone"]["reason"] == "file not found" and errors["fake"]["path"] == "fake.png"
+    assert "image" in errors["trunc"]["reason"]
+    table = pq.read_table(sorted((tmp_path / "out").glob("*.parquet"))[0]).to_pylist()
+    assert table[0]["id"] == "g0" and table[0]["text"] == "caption 0" and len(table[0]["codes"]) == 64
+    summary = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert summary["tokenized"] == 5 and summary["errors"] == 3 and summary["fingerprint"] == DemoImageTokenizer.load(image_tok_dir).fingerprint
+
+
+def test_bad_audio_land_in_errors_and_rate_fails_job(tmp_path, speech_tok_dir, cli):
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "ok.wav", vowel(rng), 16000)
+    sf.write(tmp_path / "ok44.flac", np.stack([vowel(rng, sr=44100)] * 2, 1), 44100)  # stereo, resampled
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    (tmp_path / "text.wav").write_text("hello, not audio")
+    nan = vowel(rng)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "long.wav", np.zeros(16000 * 6, np.float32), 16000)
+    names = ["ok.wav", "ok44.flac", "empty.wav", "text.wav", "nan.wav", "long.wav"]
+    man = write_manifest(tmp_path / "m.jsonl", [{"id": n, "path": n} for n in names])
+    proc = cli("tokenize", "--modality", "speech", "--tokenizer", speech_tok_dir, "--manifest", man,
+               "--out", tmp_path / "out", "--shard-size", "4", "--max-error-rate", "0.5", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "more than --max-error-rate" in proc.stderr
+    errors = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (tmp_path / "out/errors.jsonl").read_text().splitlines()}
+    assert set(errors) == {"empty.wav", "text.wav", "nan.wav", "long.wav"}
+    assert "empty" in errors["empty.wav"] and "NaN" in errors["nan.wav"] and "longer than the limit" in errors["long.wav"]
+    ids, _ = all_ids(tmp_path / "out")
+    assert sorted(ids) == ["ok.wav", "ok44.flac"]
+
+
+def test_refuses_to_mix_manifests_or_tokenizers(tmp_path, image_tok_dir, speech_tok_dir):
+    paths = write_images(tmp_path / "img", 2)
+    man = write_manifest(tmp_path / "m.jsonl", [{"id": str(i), "path": str(p)} for i, p in enumerate(paths)])
+    tokenize_manifest(image_tok_dir, tmp_path / "out", manifest=man, progress=False)
+    other = write_manifest(tmp_path / "m2.jsonl", [{"id": "x", "path": str(paths[0])}])
+    with pytest.raises(ValueError, match="manifest_hash"):
+        tokenize_manifest(image_tok_dir, tmp_path / "out", manifest=other, progress=False)
+    dup = write_manifest(tmp_path / "m3.jsonl", [{"id": "x", "path": str(paths[0])}] * 2)
+    with pytest.raises(ValueError, match="duplicate id"):
+        tokenize_manifest(image_tok_dir, tmp_path / "out3", manifest=dup, progress=False)
+    with pytest.raises(ValueError, match="--modality"):
+        tokenize_manifest(speech_tok_dir, tmp_path / "out4", manifest=man, modality="image", progress=False)
+
+
+def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_env):
+    """Kill the job (SIGKILL) while it is blocked on an item of shard 2, rerun, check every id once."""
+    paths = write_images(tmp_path / "img", 11)
+    fifo = tmp_path / "img" / "blocker.png"
+    os.mkfifo(fifo)  # opening it blocks until a writer appears: the job hangs mid-shard, deterministically
+    rows = [{"id": f"i{k}", "path": str(p)} for k, p in enumerate(paths)]
+    rows.insert(7, {"id": "blocker", "path": str(fifo)})
+    man = write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "anygpt.cli", "tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir),
+            "--manifest", str(man), "--out", str(out), "--shard-size", "3", "--no-progress"]
+    proc = subprocess.Popen(args, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "shard-00001.parquet").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "shard-00002.parquet").exists() and not (out / "manifest.json").exists()
+    done = {f.name: f.stat().st_ino for f in out.glob("shard-*.parquet")}
+    fifo.unlink()
+    shape_image(np.random.default_rng(9)).save(fifo)  # the blocker is a real image now
+    proc2 = subprocess.run(args, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0, proc2.stderr
+    assert "2 already done" in proc2.stdout
+    assert all((out / n).stat().st_ino == ino for n, ino in done.items())  # finished shards untouched
+    ids, err_ids = all_ids(out)
+    assert sorted(ids + err_ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids)) and not err_ids
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_two_ranks_split_one_manifest(tmp_path, image_tok_dir, child_env):
+    paths = write_images(tmp_path / "img", 9)
+    (tmp_path / "img" / "bad.png").write_text("x")
+    rows = [{"id": f"i{k}", "path": str(p)} for k, p in enumerate(paths)] + [{"id": "bad", "path": "img/bad.png"}]
+    man = write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "anygpt.cli", "tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir),
+            "--manifest", str(man), "--out", str(out), "--shard-size", "2", "--no-progress", "--max-error-rate", "0.2"]
+    procs = [subprocess.Popen(args, env=child_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ids, err_ids = all_ids(out)
+    assert sorted(ids + err_ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids)) and err_ids == ["bad"]
+    for k in range(5):  # shard k was written by rank k % 2: both ranks worked
+        assert (out / f"shard-{k:05d}.parquet").exists()
+    assert json.loads((out / "manifest.json").read_text())["items"] == 10
+
+
+def test_detokenize_shards_and_malformed_text(tmp_path, image_tok_dir, speech_tok_dir, cli):
+    paths = write_images(tmp_path / "img", 2)
+    man = write_manifest(tmp_path / "m.jsonl", [{"id": "../../etc/evil name", "path": str(paths[0])},
+                                                 {"id": "b", "path": str(paths[1])}])
+    tokenize_manifest(image_tok_dir, tmp_path / "codes", manifest=man, progress=False)
+    cli("detokenize", "--tokenizer", image_tok_dir, "--shards", tmp_path / "codes", "--out", tmp_path / "media")
+    files = sorted(p.name for p in (tmp_path / "media").glob("*.png"))
+    assert files == ["b.png", "etc_evil_name.png"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "media/b.png").size == (64, 64)
+    # unclosed image span with a too-short body and an out-of-range code, plus a speech span
+    text = "Here: <soim>" + "".join(f"<👀{c}>" for c in [1, 2, 99999, 3]) + " and <sosp><🗣️5><🗣️6><🗣️7><eosp>"
+    proc = cli("detokenize", "--tokenizer", f"image={image_tok_dir},speech={speech_tok_dir}", "--text", text,
+               "--out", tmp_path / "gen")
+    assert "warning:" in proc.stderr and "unclosed" in proc.stderr
+    index = [json.loads(line) for line in (tmp_path / "gen/detokenized.jsonl").read_text().splitlines()]
+    assert [i["modality"] for i in index] == ["image"]  # the unclosed image span swallows the rest
+    assert any("expected 64" in w for w in index[0]["warnings"])
+    assert Image.open(index[0]["path"]).size == (64, 64)
+    text2 = "<sosp><🗣️5><🗣️6><🗣️7><eosp> then <soim><eoim>"
+    proc = cli("detokenize", "--tokenizer", f"image={image_tok_dir},speech={speech_tok_dir}", "--text", text2,
+               "--out", tmp_path / "gen2")
+    index = [json.loads(line) for line in (tmp_path / "gen2/detokenized.jsonl").read_text().splitlines()]
+    assert index[0]["path"].endswith(".wav") and sf.info(index[0]["path"]).frames == 3 * 640
+    assert index[1]["path"] is None and "no codes" in index[1]["warnings"][0]

@@ -1,0 +1,94 @@
+"""Training config, schedule and checkpoint bookkeeping (no process group needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anygpt.train import checkpoint
+from anygpt.train.config import load_config
+from anygpt.train.loop import cosine_with_warmup, deepspeed_config
+
+
+def test_recipes_load_and_overrides_apply(repo_root):
+    cfg = load_config(repo_root / "train" / "tiny.yaml", ["data.train=[a, b]", "model.tokenizer=tok", "optim.lr=1e-4",
+                                                          "model.from_config.hidden_size=32", "deepspeed.zero_stage=3"])
+    assert cfg.data.train == ["a", "b"] and cfg.optim.lr == 1e-4 and cfg.model.from_config["hidden_size"] == 32
+    assert cfg.model.from_config["num_hidden_layers"] == 4  # the rest of the section is kept
+    pre = load_config(repo_root / "train" / "pretrain_7b.yaml")
+    assert (pre.optim.lr, pre.optim.warmup_ratio, pre.optim.grad_clip, pre.deepspeed.batch_size) == (6e-5, 0.03, 1.0, 480)
+    sft = load_config(repo_root / "train" / "sft_7b.yaml")
+    assert (sft.stage, sft.optim.lr, sft.deepspeed.batch_size, sft.steps) == ("sft", 2e-5, 64, 5000)
+    ds = deepspeed_config(pre, world_size=16, on_gpu=True)
+    assert ds["train_batch_size"] == 480 and ds["gradient_accumulation_steps"] == 15 and ds["bf16"]["enabled"]
+    assert ds["optimizer"]["params"]["torch_adam"] is False and ds["zero_optimization"]["stage"] == 2
+    with pytest.raises(ValueError, match="not a multiple"):
+        deepspeed_config(pre, world_size=7, on_gpu=True)
+
+
+def test_bad_keys_and_values_are_named(repo_root):
+    with pytest.raises(ValueError, match="unknown config key optim.lrr"):
+        load_config(repo_root / "train" / "tiny.yaml", ["optim.lrr=1", "data.train=[a]", "model.tokenizer=t"])
+    with pytest.raises(ValueError, match="zero_stage"):
+        load_config(repo_root / "train" / "tiny.yaml", ["deepspeed.zero_stage=4", "data.train=[a]"])
+    with pytest.raises(ValueError, match="exactly one of init_from"):
+        load_config(repo_root / "train" / "tiny.yaml", ["data.train=[a]", "model.base=x"])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_floor(repo_root):
+    cfg = load_config(repo_root / "train" / "tiny.yaml", ["data.train=[a]", "steps=100", "optim.warmup_steps=10"])
+    f = cosine_with_warmup(cfg)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.1 + 0.9 * 0.5) and f(100) == pytest.approx(cfg.optim.min_lr_ratio)
+    assert all(f(i) >= f(i + 1) for i in range(10, 100))
+
+
+def fake_tag(root, step, complete=True, drop=None):
+    d = root / checkpoint.tag_for(step)
+    d.mkdir(parents=True)
+    files = ["mp_rank_00_model_states.pt", "anygpt_rank0.pt"]
+    for f in files:
+        (d / f).write_bytes(b"x")
+    if complete:
+        (d / checkpoint.COMPLETE_FILE).write_text(json.dumps({"step": step, "world_size": 1, "files": files}))
+    if drop:
+        (d / drop).unlink()
+    return d
+
+
+def test_resume_skips_incomplete_checkpoints_and_prune_keeps_newest(tmp_path):
+    fake_tag(tmp_path, 2)
+    good = fake_tag(tmp_path, 4)
+    fake_tag(tmp_path, 6, complete=False)  # killed before the completion record
+    fake_tag(tmp_path, 8, drop="anygpt_rank0.pt")  # a listed file vanished
+    assert checkpoint.resolve_resume("auto", tmp_path) == good
+    assert checkpoint.resolve_resume("none", tmp_path) is None
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        checkpoint.resolve_resume(str(tmp_path / "step00000006"), tmp_path)
+    checkpoint.prune(tmp_path, keep_last=1)
+    assert [s for s, _ in checkpoint.list_tags(tmp_path)] == [8, 6, 4]  # newer broken ones stay for inspection
+    assert checkpoint.latest_complete(tmp_path) == good
+
+
+def test_data_for_another_layout_or_tokenizer_is_refused(tiny_train_data, tmp_path):
+    import shutil
+
+    from anygpt.data.datainfo import check_datasets
+
+    layout = tiny_train_data["layout"]
+    merged = check_datasets(tiny_train_data["train"], layout)
+    assert merged == {"tokenizer_fingerprints": {"image": "demo-image", "speech": "demo-speech"}, "template": "chat@1"}
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_train_data["train"][0], bad)
+    info = json.loads((bad / "anygpt_data.json").read_text())
+    info["layout"]["base_vocab_size"] += 1
+    (bad / "anygpt_data.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="bad/anygpt_data.json: built for layout base_vocab_size"):
+        check_datasets([str(bad)], layout)
+    info = json.loads((tmp_path / "bad" / "anygpt_data.json").read_text())
+    info["layout"]["base_vocab_size"] -= 1
+    info["tokenizer_fingerprints"] = {"image": "other"}
+    (bad / "anygpt_data.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="image tokenizer fingerprint other differs"):
+        check_datasets(tiny_train_data["train"] + [str(bad)], layout)
