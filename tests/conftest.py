@@ -69,8 +69,6 @@ def sp_model_file(tmp_path_factory) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(d / "sp"), vocab_size=320, model_type="bpe",
         bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, minloglevel=2,
-        input=str(corpus), model_prefix=str(d / "sp"), vocab_size=256, model_type="bpe",
-        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=False, minloglevel=2,
     )
     return d / "sp.model"
 
