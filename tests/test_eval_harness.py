@@ -273,3 +273,59 @@ def test_evalset_finds_the_corpus_layout_and_resolves_paths(tmp_path):
     assert es.items[0].attributes == {"colour": "red"} and len(es.errors) == 1 and "image_eval.jsonl:2" in es.errors[0]
     with pytest.raises(FileNotFoundError, match="no music manifest"):
         find_manifest(tmp_path, "music")
+
+
+def _tiny_clip(d: Path) -> Path:
+    """A random CLIP with a 28-entry character vocabulary, saved in the published layout."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    d.mkdir()
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=proc, tokenizer=tok).save_pretrained(str(d))
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=32, eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"])
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(str(d))
+    return d
+
+
+def _tiny_whisper(d: Path) -> Path:
+    """A random Whisper (16 mel bins, 1 layer each side, ≤ 12 tokens out) in the published layout."""
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor,
+                              WhisperTokenizer)
+
+    d.mkdir()
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz\u0120")}
+    for s in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>", "<|translate|>",
+              "<|nocaptions|>", "<|startofprev|>", "<|startoflm|>"):
+        vocab[s] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = WhisperTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=16), tokenizer=tok).save_pretrained(str(d))
+    eot = vocab["<|endoftext|>"]
+    cfg = WhisperConfig(vocab_size=len(vocab), num_mel_bins=16, d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_target_positions=16, decoder_start_token_id=vocab["<|startoftranscript|>"], eos_token_id=eot,
+                        pad_token_id=eot, bos_token_id=eot, begin_suppress_tokens=None, suppress_tokens=None)
+    m = WhisperForConditionalGeneration(cfg)
+    m.generation_config.max_length = 12
+    m.save_pretrained(str(d))
+    return d
+
+
+def test_optional_clip_and_whisper_models_add_their_scores(tiny_bundle_dir, corpus_dir, tmp_path):
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    cfg = EvalConfig(data=corpus_dir, out=tmp_path / "e", tasks=["text_to_image", "tts"], limit=2,
+                     clip_model=_tiny_clip(tmp_path / "clip"), asr_model=_tiny_whisper(tmp_path / "whisper"))
+    res = run_eval(cfg, model_dir=tiny_bundle_dir, progress=None)
+    assert "failed" not in res["text_to_image"] and "failed" not in res["tts"], (res["text_to_image"].get("failed"), res["tts"].get("failed"))
+    assert 0.0 <= res["text_to_image"]["metrics"]["clip_score"] <= 100.0
+    assert res["tts"]["metrics"]["wer_external_asr"] >= 0.0

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from anygpt.cli import CLIError
-from anygpt.eval.generation import PRESET_NAMES
+from anygpt.eval.generation import preset_names
 from anygpt.eval.harness import TASK_NAMES, EvalConfig, parse_tasks, run_eval
 
 HELP = "metrics on a held-out set, written as JSON plus plots"
@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory for <task>.json, results.json and plots")
     p.add_argument("--tasks", default=",".join(TASK_NAMES), help=f"comma-separated tasks (default: all of {','.join(TASK_NAMES)})")
     p.add_argument("--limit", type=int, help="evaluate at most N held-out items per task")
-    p.add_argument("--preset", default="default", choices=PRESET_NAMES,
+    p.add_argument("--preset", default="default", choices=preset_names(),
                    help="decoding preset: default (text/speech greedy, image/music sampled at T=1), greedy, sample, "
-                        "bundle (the model's exported settings over default)")
+                        "bundle (the model's exported settings over default), or a chat preset (demo, reference)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction phrasing and sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")

@@ -8,7 +8,8 @@ trailing stop/end marker may or may not be included). :func:`resolve_generator` 
 ``model.generate`` kept here so evaluation works on its own.
 
 Decoding presets (``--preset``) give settings per *output* modality; ``bundle`` starts from the
-settings exported with the model (``anygpt_generation.json``) over ``default``. ``default`` samples
+settings exported with the model (``anygpt_generation.json``) over ``default``; the chat presets
+of ``anygpt.inference.settings`` (``demo``, ``reference``…) are accepted too. ``default`` samples
 images at temperature 1: greedy decoding of the demo model always picks the background patch
 (issue 7: 0 % text→image with greedy, 65 % colour+shape sampled).
 """
@@ -46,9 +47,25 @@ def decoding_settings(preset: str, bundle: Any = None) -> dict[str, dict]:
         for m, s in (getattr(bundle, "generation", None) or {}).items():
             out.setdefault(m, {}).update(s)
         return out
-    if preset not in PRESETS:
-        raise ValueError(f"unknown decoding preset {preset!r}; known: {', '.join(PRESET_NAMES)}")
-    return copy.deepcopy(PRESETS[preset])
+    if preset in PRESETS:
+        return copy.deepcopy(PRESETS[preset])
+    chat = _chat_presets()
+    if preset in chat:  # the chat demo's presets (anygpt.inference.settings), e.g. "demo", "reference"
+        return {m: s.to_dict() for m, s in chat[preset].items()}
+    raise ValueError(f"unknown decoding preset {preset!r}; known: {', '.join(preset_names())}")
+
+
+def _chat_presets() -> dict:
+    try:
+        from anygpt.inference.settings import PRESETS as CHAT_PRESETS
+    except ImportError:
+        return {}
+    return CHAT_PRESETS
+
+
+def preset_names() -> list[str]:
+    """Our presets, ``bundle``, and the chat presets when inference is installed."""
+    return list(dict.fromkeys([*PRESET_NAMES, *_chat_presets()]))
 
 
 def resolve_generator() -> tuple[Generator, str]:

@@ -54,6 +54,7 @@ TASK_NAMES = tuple(TASK_IO)
 IMAGE_KEYS = ("colour", "shape")
 MUSIC_KEYS = ("instrument", "tempo")
 RESULTS_FILE = "results.json"
+WER_NOTE = "WER over normalised text: lowercase, punctuation removed, digits spelled as words"
 
 
 @dataclass
@@ -235,8 +236,9 @@ def task_asr(ctx: _Ctx, items: Sequence[EvalItem]) -> TaskResult:
     its = [e[0] for e in enc]
     hyps = _to_text(ctx, "speech", [e[1] for e in enc])
     refs = [it.references[0] for it in its]
-    per = [M.utterance_wer(r, h) for r, h in zip(refs, hyps)]
-    metrics = {"n": len(its), "wer": M.word_error_rate(refs, hyps) if its else 1.0}
+    per = [M.utterance_wer(r, h, numbers_as_words=True) for r, h in zip(refs, hyps)]
+    metrics = {"n": len(its), "wer": M.word_error_rate(refs, hyps, numbers_as_words=True) if its else 1.0}
+    ctx.notes.append(WER_NOTE)
     plot = ctx.cfg.out / "asr_wer_histogram.png"
     plots.histogram_png(per, plot, "ASR: per-utterance WER", "WER")
     examples = [{"id": it.id, "input": str(it.path), "reference": r, "output": h, "wer": w} for it, r, h, w in zip(its, refs, hyps, per)]
@@ -268,13 +270,14 @@ def task_tts(ctx: _Ctx, items: Sequence[EvalItem]) -> TaskResult:
     refs = [it.references[0] for it in its]
     gen = _to_media(ctx, "speech", refs)
     own = _to_text(ctx, "speech", gen)
-    metrics = {"n": len(its), "wer": M.word_error_rate(refs, own) if its else 1.0, "asr": "own"}
+    metrics = {"n": len(its), "wer": M.word_error_rate(refs, own, numbers_as_words=True) if its else 1.0, "asr": "own"}
+    ctx.notes.append(WER_NOTE + "; tts.wer uses the model's own ASR on its generated speech codes")
     metrics.update(M.code_similarity(gen, [e[1] for e in enc]))
     decoded = _decode(ctx, "speech", its, gen)
     if ctx.cfg.asr_model and decoded:
         rate = ctx.tokenizer("speech").sample_rate
         ext = external_asr(ctx.cfg.asr_model, [d[2] for d in decoded], rate)
-        metrics["wer_external_asr"] = M.word_error_rate([d[0].references[0] for d in decoded], ext)
+        metrics["wer_external_asr"] = M.word_error_rate([d[0].references[0] for d in decoded], ext, numbers_as_words=True)
     samples = _samples(ctx, "tts", decoded, "speech")
     examples = [{"id": it.id, "input": r, "reference_media": str(it.path), "output_media": samples.get(it.id), "own_asr": h,
                  "n_codes": len(g), "n_reference_codes": len(e[1])} for it, r, h, g, e in zip(its, refs, own, gen, enc)]
