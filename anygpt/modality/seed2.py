@@ -371,6 +371,11 @@ _IGNORABLE_PREFIXES = ("Qformer.cls.", "Qformer.bert.embeddings.word_embeddings"
 _OPTIONAL_MISSING = ("Qformer.bert.embeddings.position_ids",)
 
 
+def _unused_for_tokenizing(key: str) -> bool:
+    """SEED's training-only reconstruction head (``blocks``, ``pos_embed``): tolerated when absent."""
+    return key == "pos_embed" or key.startswith("blocks.")
+
+
 def load_torch_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A ``.pt``/``.pth``/``.bin`` state dict, loaded with ``weights_only=True`` (a pickle that
     would run code is refused); ``{"model": sd}`` / ``{"state_dict": sd}`` wrappers are unwrapped."""
@@ -406,7 +411,7 @@ def load_seed2(checkpoint: str | os.PathLike, vision_tower: str | os.PathLike | 
     if bad_shape:
         raise ValueError(f"{checkpoint}: weights do not fit the SEED-2 architecture: {'; '.join(bad_shape[:3])}")
     result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if k not in _OPTIONAL_MISSING]
+    missing = [k for k in result.missing_keys if k not in _OPTIONAL_MISSING and not _unused_for_tokenizing(k)]
     if missing:
         raise ValueError(f"{checkpoint}: missing {len(missing)} SEED-2 weights, e.g. {missing[:4]}")
     if result.unexpected_keys:
