@@ -91,6 +91,12 @@ def test_incomplete_or_unsafe_checkpoints_are_refused(saved, tmp_path):
     torch.save({k: v for k, v in sd.items() if not k.startswith("distill_image_proj")}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match=r"partial\.pt: missing 2 SEED-2 weights"):
         load_seed2(tmp_path / "partial.pt", cfg=Seed2Config.from_dict(TINY))
+    # the training-only reconstruction head may be absent: tokenizing does not read it
+    torch.save({k: v for k, v in sd.items() if not (k.startswith("blocks.") or k == "pos_embed")}, tmp_path / "no_recon.pt")
+    assert load_seed2(tmp_path / "no_recon.pt", cfg=Seed2Config.from_dict(TINY)) is not None
+    torch.save({k: (v[:, :-1] if k == "quantize.embedding.weight" else v) for k, v in sd.items()}, tmp_path / "narrow.pt")
+    with pytest.raises(ValueError, match=r"narrow\.pt: weights do not fit"):
+        load_seed2(tmp_path / "narrow.pt", cfg=Seed2Config.from_dict(TINY))
     marker = tmp_path / "ran"
 
     class Payload:

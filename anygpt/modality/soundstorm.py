@@ -360,7 +360,7 @@ def _gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Ge
 def load_soundstorm(path: str | os.PathLike, cfg: SoundStormConfig | dict | None = None, device: str = "cpu") -> SoundStorm:
     """Load ``speechtokenizer_soundstorm_mls.pt`` (a flat state dict, ``weights_only=True``), strictly:
     a missing or misshapen weight is an error naming the file."""
-    from anygpt.modality.seed2 import load_torch_file
+    from anygpt.weights import load_torch_file
 
     cfg = cfg if isinstance(cfg, SoundStormConfig) else SoundStormConfig.from_dict(cfg)
     model = SoundStorm(cfg)
