@@ -173,10 +173,13 @@ class TextCallbackStreamer(BaseStreamer):
                 self.on_media(self.starts[t])
             if t < self.text_limit:
                 self.ids.append(t)
+        # Emit only up to the last space: byte-fallback pieces decode differently once the bytes
+        # that follow them arrive, but a space closes every byte group before it.
         text = self.tok.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.printed and not text.endswith("\ufffd"):
-            self.on_text(text[self.printed:])
-            self.printed = len(text)
+        stable = text.rfind(" ")
+        if stable > self.printed:
+            self.on_text(text[self.printed:stable])
+            self.printed = stable
 
     def end(self) -> None:
         text = self.tok.decode(self.ids, skip_special_tokens=True)
