@@ -3,7 +3,6 @@ encode → decode, with shapes, rates, determinism and the fingerprint; plus the
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
