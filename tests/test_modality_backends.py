@@ -3,7 +3,6 @@ encode → decode, with shapes, rates, determinism and the fingerprint; plus the
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -131,3 +130,15 @@ def test_janus_vq_from_full_janus_checkpoint(tmp_path):
     from PIL import Image
 
     assert tok.decode(tok.encode([Image.new("RGB", (32, 32), (200, 10, 10))])[0]).size == (32, 32)
+
+
+@pytest.mark.slow
+def test_encodec_48khz_stereo_segments(tmp_path):
+    T.save_random_encodec(tmp_path / "ckpts", "48khz")
+    tok = load_tokenizer(card(tmp_path, "encodec", "music", path="ckpts", variant="48khz", bandwidth=3.0))
+    assert (tok.sample_rate, tok.channels, tok.frame_rate, tok.n_q) == (48000, 2, 150, 2)
+    wav = T.audio_corpus(48000, 1, seconds=1.5, seed=2)[0]
+    codes = tok.encode([wav])[0]
+    # two overlapping 1 s segments (stride 0.99 s): 150 + ceil(0.51 s * 150) = 227 frames, 2 layers
+    assert codes.shape == (2 * 227,)
+    assert abs(tok.decode(codes).shape[0] - 72000) < 320

@@ -43,8 +43,11 @@ def test_demo_image_reconstruction_bound_and_card(tmp_path):
 
 def test_demo_image_fit_from_manifest_is_deterministic(tmp_path):
     paths = write_images(tmp_path / "img", 8)
-    man = write_manifest(tmp_path / "m.jsonl", [{"id": str(i), "path": f"img/{p.name}"} for i, p in enumerate(paths)])
-    a = DemoImageTokenizer.fit(man, codebook_size=16, iters=3, image_size=32, patch_size=8)
+    (tmp_path / "img" / "bad.png").write_text("not a png")
+    rows = [{"id": str(i), "path": f"img/{p.name}"} for i, p in enumerate(paths)] + [{"id": "bad", "path": "img/bad.png"}]
+    man = write_manifest(tmp_path / "m.jsonl", rows)
+    with pytest.warns(UserWarning, match="fit: skipped .*bad.png: not a readable image"):
+        a = DemoImageTokenizer.fit(man, codebook_size=16, iters=3, image_size=32, patch_size=8)
     b = DemoImageTokenizer.fit([str(p) for p in paths], codebook_size=16, iters=3, image_size=32, patch_size=8)
     assert a.tokens_per_item == 16 and a.fingerprint == b.fingerprint
 

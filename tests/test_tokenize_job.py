@@ -181,3 +181,18 @@ def test_detokenize_shards_and_malformed_text(tmp_path, image_tok_dir, speech_to
     index = [json.loads(line) for line in (tmp_path / "gen2/detokenized.jsonl").read_text().splitlines()]
     assert index[0]["path"].endswith(".wav") and sf.info(index[0]["path"]).frames == 3 * 640
     assert index[1]["path"] is None and "no codes" in index[1]["warnings"][0]
+
+
+def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
+    from anygpt.modality.tokenize_job import ManifestItem, size_batches, tokenize_shard
+
+    paths = write_images(tmp_path / "img", 7)
+    items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]
+    items.insert(3, ManifestItem("gone", "gone.png", tmp_path / "gone.png"))
+    tok = DemoImageTokenizer.load(image_tok_dir)
+    rows, errors = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3)
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
+    assert rows[4]["codes"] == tok.encode([tok.load_media(paths[4])])[0].tolist()
+    # batches group similar sizes and respect both caps
+    assert size_batches([5, 1, 4, 2, 3], 2, None) == [[1, 3], [4, 2], [0]]
+    assert size_batches([10, 10, 10, 1], 8, 20) == [[3, 0], [1, 2]]

@@ -124,6 +124,10 @@ class ModalityTokenizer(abc.ABC):
         """Codes of one item → media (a PIL image, or a float32 mono waveform at ``sample_rate``).
         Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised."""
 
+    def encode_files(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
+        """Read media files (with this tokenizer's I/O settings) and encode them as one batch."""
+        return self.encode([self.load_media(p) for p in paths])
+
     def load_media(self, path: str | os.PathLike) -> Any:
         from anygpt import media
 

@@ -53,17 +53,25 @@ def repair_codes(codes: Sequence[int] | np.ndarray, codebook_size: int, length: 
 
 def iter_fit_items(items: Any, load) -> Iterable[Any]:
     """Items for ``fit``: a JSONL manifest path (``{"path": ...}`` per line), or an iterable of
-    in-memory media and/or media paths. ``load(path)`` reads one path."""
+    in-memory media and/or media paths. ``load(path)`` reads one path; unreadable files are
+    skipped with a warning."""
+    from anygpt.modality.base import MediaError
     from anygpt.utils import read_jsonl
+
+    def safe_load(path):
+        try:
+            return load(path)
+        except MediaError as e:  # a bad file is skipped with a warning, as in the tokenize job
+            warnings.warn(f"fit: skipped {e}", stacklevel=3)
+            return None
 
     if isinstance(items, (str, os.PathLike)):
         p = Path(items)
-        for _, row in read_jsonl(p):
-            mp = Path(row["path"])
-            yield load(mp if mp.is_absolute() else p.parent / mp)
-        return
-    for it in items:
-        yield load(it) if isinstance(it, (str, os.PathLike)) else it
+        paths = (Path(row["path"]) for _, row in read_jsonl(p))
+        loaded = (safe_load(mp if mp.is_absolute() else p.parent / mp) for mp in paths)
+    else:
+        loaded = (safe_load(it) if isinstance(it, (str, os.PathLike)) else it for it in items)
+    yield from (x for x in loaded if x is not None)
 
 
 class DemoTokenizer(ModalityTokenizer):

@@ -170,9 +170,17 @@ class EncodecTokenizer(FlatRVQTokenizer):
         if self.channels == 2:
             x = x.expand(-1, 2, -1).contiguous()
         with self.autocast():
-            frames = self.model.encode(x)  # list of (codes (B, n_q, T_seg), scale)
-        codes = torch.cat([f[0] for f in frames], dim=-1).cpu().numpy()
-        return [self.flatten(codes[i, :, : n_frames(n, self.hop)]) for i, n in enumerate(lengths)]
+            frames = self.model.encode(x)  # list of (codes (B, n_q, T_seg), scale), one per segment
+        seg, stride = self.model.segment_length, self.model.segment_stride
+        out = []
+        for i, n in enumerate(lengths):
+            if seg is None:
+                parts = [torch.cat([f[0] for f in frames], dim=-1)[i, :, : n_frames(n, self.hop)]]
+            else:  # keep each overlapping segment's frames that cover this item's own samples
+                parts = [f[0][i, :, : n_frames(min(seg, n - k * stride), self.hop)]
+                         for k, f in enumerate(frames) if k * stride < n]
+            out.append(self.flatten(torch.cat(parts, dim=-1).cpu().numpy()))
+        return out
 
     @torch.inference_mode()
     def decode(self, codes) -> np.ndarray:
@@ -190,5 +198,7 @@ class EncodecTokenizer(FlatRVQTokenizer):
             per = int(np.ceil(seg / self.hop))
             frames = [(t[..., i : i + per], torch.ones(1, 1, device=self.device)) for i in range(0, t.shape[-1], per)]
         with self.autocast():
-            audio = self.model.decode(frames)  # (1, channels, samples)
-        return audio[0].mean(0)[: layers.shape[1] * self.hop].float().cpu().numpy()
+            audio = self.model.decode(frames)  # (1, channels, samples), segments overlap-added
+        if seg is None:
+            audio = audio[..., : layers.shape[1] * self.hop]
+        return audio[0].mean(0).float().cpu().numpy()

@@ -157,26 +157,31 @@ def encode_items(tok: ModalityTokenizer, media: list[Any], batch_size: int, max_
 
 
 def tokenize_shard(tok: ModalityTokenizer, items: list[ManifestItem], modality: str, batch_size: int,
-                   max_batch_elements: int | None) -> tuple[list[dict], list[dict]]:
-    """One shard's rows and errors (errors as ``{"id","path","reason"}``)."""
+                   max_batch_elements: int | None, window: int | None = None) -> tuple[list[dict], list[dict]]:
+    """One shard's rows (in manifest order) and errors (``{"id","path","reason"}``).
+
+    Media are read ``window`` items at a time (default 8 batches) and size-sorted within the
+    window, so memory stays bounded however large the shard is."""
     rows, errors = [], []
-    loaded: list[tuple[ManifestItem, Any]] = []
-    for it in items:
-        try:
-            loaded.append((it, tok.load_media(it.resolved)))
-        except MediaError as e:
-            errors.append({"id": it.id, "path": it.path, "reason": _reason(e, it.resolved)})
-        except Exception as e:  # noqa: BLE001 - an unexpected reader failure is still one bad item
-            errors.append({"id": it.id, "path": it.path, "reason": f"{type(e).__name__}: {e}"})
-    results = encode_items(tok, [m for _, m in loaded], batch_size, max_batch_elements)
-    for (it, _), res in zip(loaded, results):
-        if isinstance(res, BaseException):
-            errors.append({"id": it.id, "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
-        elif len(res) == 0:
-            errors.append({"id": it.id, "path": it.path, "reason": "encode produced no codes"})
-        else:
-            rows.append({"id": it.id, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
-                         "text": it.text, "source": it.path})
+    window = window or max(8 * batch_size, 64)
+    for start in range(0, len(items), window):
+        loaded: list[tuple[ManifestItem, Any]] = []
+        for it in items[start:start + window]:
+            try:
+                loaded.append((it, tok.load_media(it.resolved)))
+            except MediaError as e:
+                errors.append({"id": it.id, "path": it.path, "reason": _reason(e, it.resolved)})
+            except Exception as e:  # noqa: BLE001 - an unexpected reader failure is still one bad item
+                errors.append({"id": it.id, "path": it.path, "reason": f"{type(e).__name__}: {e}"})
+        results = encode_items(tok, [m for _, m in loaded], batch_size, max_batch_elements)
+        for (it, _), res in zip(loaded, results):
+            if isinstance(res, BaseException):
+                errors.append({"id": it.id, "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
+            elif len(res) == 0:
+                errors.append({"id": it.id, "path": it.path, "reason": "encode produced no codes"})
+            else:
+                rows.append({"id": it.id, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
+                             "text": it.text, "source": it.path})
     return rows, errors
 
 
