@@ -24,6 +24,7 @@ COMMANDS = {
     "serve": "serve",
     "eval": "eval_cmd",
     "convert": "convert",
+    "demo": "demo",
 }
 
 

@@ -1,0 +1,288 @@
+"""The embedded default: `anygpt demo` trains a tiny any-to-any model offline, end to end.
+
+Steps (each one writes its outputs under ``--out`` and a marker in ``.done/``; a rerun after a kill
+skips finished steps and finishes the rest):
+
+1. corpus     shapes images, eSpeak NG speech, synthesised melodies, instruction conversations
+2. tokenizers ``demo`` k-means tokenizers fitted on the training media (image / speech / music)
+3. shards     the training media tokenized into Parquet code shards (the `anygpt tokenize` job)
+4. text       a small sentencepiece text tokenizer trained on the corpus text, grown with the layout
+5. data       alignment pairs (both directions) and instruction conversations as training sets
+6. pretrain   a small Llama from a config, trained under DeepSpeed with two CPU processes
+7. sft        instruction tuning from the pretraining export (loss on assistant turns only)
+8. eval       held-out evaluation (`anygpt eval`)
+9. report     report.md / report.html, loss curves, samples, metrics.json
+
+Run: ``anygpt demo --out runs/demo`` (about 20 minutes on 2 CPU cores), ``--quick`` (every stage,
+a few minutes, numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from anygpt.utils import atomic_write_text
+
+MODALITIES = ("image", "speech", "music")
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the embedded default. ``quick()`` shrinks every stage for CI."""
+
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    nproc: int = 2
+    n_train: dict[str, int] = field(default_factory=lambda: {"image": 600, "speech": 600, "music": 300})
+    n_eval: int = 40
+    n_conversations: int = 400
+    image_codebook: int = 256
+    speech_codebook: int = 512
+    music_codebook: int = 256
+    text_vocab: int = 600
+    model: dict = field(default_factory=lambda: {
+        "model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512,
+    })
+    seq_len: int = 384
+    micro_batch: int = 8
+    pretrain_steps: int = 900
+    sft_steps: int = 200
+    lr: float = 2e-3
+    sft_lr: float = 5e-4
+    eval_limit: int | None = None
+    quick_mode: bool = False
+
+    @classmethod
+    def quick(cls, out: Path, seed: int = 0) -> "DemoConfig":
+        return cls(out=out, seed=seed, n_train={"image": 48, "speech": 32, "music": 24}, n_eval=6, n_conversations=24,
+                   image_codebook=32, speech_codebook=32, music_codebook=32, text_vocab=400,
+                   model={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512},
+                   seq_len=256, micro_batch=4, pretrain_steps=12, sft_steps=6, eval_limit=4, quick_mode=True)
+
+    def scaled(self, minutes: float) -> "DemoConfig":
+        """Scale the training steps to a time budget (the default is sized for about 20 minutes)."""
+        f = max(0.05, minutes / 20.0)
+        self.pretrain_steps = max(10, int(self.pretrain_steps * f))
+        self.sft_steps = max(5, int(self.sft_steps * f))
+        return self
+
+
+class Demo:
+    """Runs the steps of the embedded default with resumable markers."""
+
+    def __init__(self, cfg: DemoConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.log = log
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def step(self, name: str, fn: Callable[[], None]) -> None:
+        marker = self.path(".done", name)
+        if marker.exists():
+            self.log(f"[demo] {name}: done before, skipped")
+            self.timings[name] = json.loads(marker.read_text()).get("seconds", 0.0)
+            return
+        self.log(f"[demo] {name} …")
+        t0 = time.time()
+        fn()
+        dt = time.time() - t0
+        self.timings[name] = dt
+        atomic_write_text(marker, json.dumps({"seconds": dt}))
+        self.log(f"[demo] {name}: {dt:.0f} s")
+
+    def run(self) -> Path:
+        t0 = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path("demo_config.json"), json.dumps(asdict(self.cfg), default=str, indent=1))
+        for name in ("corpus", "tokenizers", "shards", "text", "data", "pretrain", "sft", "eval", "report"):
+            self.step(name, getattr(self, f"do_{name}"))
+        total = time.time() - t0
+        self.log(f"[demo] finished in {total / 60:.1f} min; report: {self.path('report', 'report.md')}")
+        self.log(f"[demo] chat with the model:  anygpt chat --model {self.model_dir}")
+        return self.path("report")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path("sft", "export")
+
+    def manifest(self, modality: str, split: str) -> Path:
+        return self.path("corpus", f"{modality}_{split}.jsonl")
+
+    def card(self, modality: str) -> Path:
+        return self.path("cards", modality)
+
+    # ------------------------------------------------------------------ steps
+    def do_corpus(self) -> None:
+        from anygpt.data.corpus import build_corpus
+
+        c = self.cfg
+        build_corpus(self.path("corpus"), dict(c.n_train), n_eval=c.n_eval, seed=c.seed, n_conversations=c.n_conversations,
+                     progress=sys.stderr.isatty())
+
+    def do_tokenizers(self) -> None:
+        from anygpt.modality.demo import demo_tokenizer_class
+
+        c = self.cfg
+        sizes = {"image": c.image_codebook, "speech": c.speech_codebook, "music": c.music_codebook}
+        for m in MODALITIES:
+            cls = demo_tokenizer_class(m)
+            tok = cls.fit(self.manifest(m, "train"), self.card(m), codebook_size=sizes[m], seed=c.seed)
+            self.log(f"  {m}: {tok.codebook_size} codes, fingerprint {tok.fingerprint}")
+
+    def do_shards(self) -> None:
+        from anygpt.modality.tokenize_job import tokenize_manifest
+
+        for m in MODALITIES:
+            res = tokenize_manifest(self.card(m), self.path("shards", m), manifest=self.manifest(m, "train"),
+                                    modality=m, batch_size=32, shard_size=200, max_error_rate=0.02, device="cpu",
+                                    rank=0, world_size=1, progress=sys.stderr.isatty())
+            if res.failed:
+                raise RuntimeError(f"tokenizing {m}: {res.failed}")
+
+    def corpus_texts(self) -> list[str]:
+        """Every text the model will read or write: captions, transcripts, descriptions,
+        conversation messages (media references removed) and the instruction pools."""
+        import re
+
+        from anygpt.data.instructions import POOLS
+        from anygpt.utils import read_jsonl
+
+        texts: list[str] = []
+        for m in MODALITIES:
+            texts += [obj.get("text") or "" for _, obj in read_jsonl(self.manifest(m, "train"))]
+        for _, obj in read_jsonl(self.path("corpus", "conversations_train.jsonl")):
+            for conv in obj["conversation"]:
+                texts += [re.sub(r"<(image|speech|music):[^>]*>", " ", t["message"]) for t in conv]
+        for pool in POOLS.values():
+            texts += pool
+        return [t for t in texts if t.strip()]
+
+    def do_text(self) -> None:
+        import sentencepiece as spm
+
+        from anygpt.modality.base import load_tokenizer
+        from anygpt.vocab import VocabLayout, load_base_tokenizer
+
+        d = self.path("text")
+        d.mkdir(parents=True, exist_ok=True)
+        texts = self.corpus_texts()
+        random.Random(self.cfg.seed).shuffle(texts)
+        (d / "corpus.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(d / "corpus.txt"), model_prefix=str(d / "sp"), vocab_size=self.cfg.text_vocab, model_type="bpe",
+            bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, character_coverage=1.0,
+            num_threads=1, minloglevel=2, hard_vocab_limit=False,
+        )
+        tok = load_base_tokenizer(d / "sp.model")
+        sizes = {m: load_tokenizer(self.card(m), device="cpu").codebook_size for m in MODALITIES}
+        layout = VocabLayout.from_profile("default", len(tok), sizes)
+        layout.grow_tokenizer(tok)
+        tok.save_pretrained(str(self.path("tokenizer")))
+        layout.save(self.path("tokenizer"))
+        self.log(f"  text vocab {layout.base_vocab_size}, grown {layout.vocab_size} (padded {layout.padded_vocab_size})")
+
+    def do_data(self) -> None:
+        import yaml
+
+        from anygpt.data.build import PretrainRecipe, build_pretrain_from_recipe, load_grown_tokenizer
+        from anygpt.data.sft import build_sft
+        from anygpt.modality.base import load_tokenizer
+
+        tok, layout = load_grown_tokenizer(self.path("tokenizer"))
+        recipe = {
+            "template": "chat", "mix_by": "samples", "seed": self.cfg.seed, "loss_on": "assistant",
+            "num_samples": 3 * sum(self.cfg.n_train.values()),
+            "datasets": [
+                {"name": f"{m}_pairs", "shards": str(self.path("shards", m)), "modality": m, "weight": 1.0,
+                 "t2x_prob": 0.5, "card": str(self.card(m))}
+                for m in MODALITIES
+            ],
+        }
+        atomic_write_text(self.path("data", "pretrain_recipe.yaml"), yaml.safe_dump(recipe, sort_keys=False))
+        build_pretrain_from_recipe(PretrainRecipe.load(self.path("data", "pretrain_recipe.yaml")), tok, layout,
+                                   self.path("data", "pretrain"), overwrite=True)
+        toks = {m: load_tokenizer(self.card(m), device="cpu") for m in MODALITIES}
+        shards = {m: self.path("shards", m) for m in MODALITIES}
+        build_sft([self.path("corpus", "conversations_train.jsonl")], tok, layout, self.path("data", "sft"),
+                  tokenizers=toks, shards=shards, template_name="chat", overwrite=True)
+        build_sft([self.path("corpus", "conversations_eval.jsonl")], tok, layout, self.path("data", "sft_val"),
+                  tokenizers=toks, template_name="chat", overwrite=True)
+
+    def _train(self, stage: str, overrides: list[str]) -> None:
+        from anygpt.train.launch import launch
+
+        c = self.cfg
+        cards = json.dumps({m: str(self.card(m)) for m in MODALITIES})
+        common = [
+            f"stage={stage}", f"out_dir={self.path(stage)}", f"seed={c.seed}",
+            f"data.seq_len={c.seq_len}", "data.pack=true", f"data.val={json.dumps([str(self.path('data', 'sft_val'))])}",
+            f"deepspeed.micro_batch_size={c.micro_batch}", "deepspeed.zero_stage=2", "deepspeed.precision=bf16",
+            f"export.cards={cards}", "export.template=chat", "log.every=10",
+            f"checkpoint.every={max(50, (c.pretrain_steps if stage == 'pretrain' else c.sft_steps) // 3)}",
+        ]
+        repo_recipe = Path(__file__).resolve().parents[1] / "train" / "tiny.yaml"
+        recipe = repo_recipe if repo_recipe.exists() else None
+        cfg_path = self.path(f"{stage}_recipe.yaml")
+        if recipe is None:
+            raise FileNotFoundError("train/tiny.yaml not found beside the package: run from a source checkout")
+        shutil.copy(recipe, cfg_path)
+        proc = launch(cfg_path, common + overrides, nproc=c.nproc, capture=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{stage} training failed (exit {proc.returncode}); rerun `anygpt demo` to resume it")
+
+    def do_pretrain(self) -> None:
+        c = self.cfg
+        model_cfg = json.dumps(c.model)
+        self._train("pretrain", [
+            f"model.tokenizer={self.path('tokenizer')}", f"model.from_config={model_cfg}",
+            f"data.train={json.dumps([str(self.path('data', 'pretrain'))])}", f"steps={c.pretrain_steps}", f"optim.lr={c.lr}",
+        ])
+
+    def do_sft(self) -> None:
+        c = self.cfg
+        self._train("sft", [
+            f"init_from={self.path('pretrain', 'export')}", "model.from_config=null",
+            f"data.train={json.dumps([str(self.path('data', 'sft')), str(self.path('data', 'pretrain'))])}",
+            "data.weights=[0.5,0.5]",
+            f"steps={c.sft_steps}", f"optim.lr={c.sft_lr}", "optim.warmup_ratio=0.05",
+        ])
+
+    def do_eval(self) -> None:
+        from anygpt.eval.harness import EvalConfig, run_eval
+
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        cfg = EvalConfig(data=self.path("corpus"), out=self.path("eval"), limit=self.cfg.eval_limit, seed=self.cfg.seed,
+                         batch_size=16)
+        run_eval(cfg, model_dir=self.model_dir, progress=self.log)
+
+    def do_report(self) -> None:
+        from anygpt.eval.report import write_report
+
+        run_info = {"seconds": round(sum(self.timings.values()), 1), "seed": self.cfg.seed,
+                    "mode": "quick" if self.cfg.quick_mode else "default",
+                    "steps": {k: round(v, 1) for k, v in self.timings.items()},
+                    "model": self.cfg.model, "pretrain_steps": self.cfg.pretrain_steps, "sft_steps": self.cfg.sft_steps}
+        write_report(self.path("report"), self.path("eval"),
+                     train_log={"pretrain": self.path("pretrain", "metrics.jsonl"), "sft": self.path("sft", "metrics.jsonl")},
+                     run_info=run_info, chat_hint=f"anygpt chat --model {self.model_dir}")
+        shutil.copy(self.path("report", "metrics.json"), self.path("metrics.json"))
+
+
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> Path:
+    return Demo(cfg, log).run()
