@@ -92,3 +92,10 @@ def test_data_for_another_layout_or_tokenizer_is_refused(tiny_train_data, tmp_pa
     (bad / "anygpt_data.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="image tokenizer fingerprint other differs"):
         check_datasets(tiny_train_data["train"] + [str(bad)], layout)
+    # a model trained on other tokenizer codes refuses the data too
+    from anygpt.data.datainfo import check_against_model
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "anygpt_train.json").write_text(json.dumps({"tokenizer_fingerprints": {"speech": "old"}}))
+    with pytest.raises(ValueError, match="trained on speech codes of tokenizer old"):
+        check_against_model(tmp_path / "model", check_datasets(tiny_train_data["train"], layout))

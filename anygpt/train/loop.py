@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from anygpt.data.datainfo import check_datasets
+from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, load_dataset_dir
 from anygpt.data.packing import model_inputs
 from anygpt.data.templates import get_template
@@ -166,6 +166,8 @@ def run(cfg: TrainConfig) -> Path | None:
 
     # ---- data: refuse sets built for another layout; mixture loader sharded by rank
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
+    if cfg.init_from:
+        check_against_model(cfg.init_from, info)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     loader = MixtureLoader(
         [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
@@ -240,7 +242,8 @@ def run(cfg: TrainConfig) -> Path | None:
     if not cfg.export.enabled:
         return None
     template = get_template(cfg.export.template or info.get("template") or "chat")
+    record = {"stage": cfg.stage, "steps": step, "data": cfg.data.train, **info}
     export_dir = export_bundle(engine, cfg.deepspeed.zero_stage, out_dir / "export", tokenizer, layout, template,
-                               cfg.export.cards, cfg.export.generation)
+                               cfg.export.cards, cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
     print0(f"exported {export_dir}")
     return export_dir
