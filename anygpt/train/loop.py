@@ -181,7 +181,8 @@ def run(cfg: TrainConfig) -> Path | None:
     model_cfg, init_dir, init_weights = model_source(cfg)
     tokenizer, layout = load_tokenizer_and_layout(model_cfg, init_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = build_model(model_cfg, layout, tokenizer, init_dir, state_dict=init_weights)
+    # loaded in the training precision: a 7B model in bf16 is 14 GB of host memory per rank, not 28
+    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights)
     n_params = count_parameters(model)
     print0(f"model: {n_params / 1e6:.2f}M parameters ({count_parameters(model, True) / 1e6:.2f}M trainable), vocab {layout.padded_vocab_size}")
     seed_everything(cfg.seed + rank)
