@@ -65,11 +65,12 @@ def test_labels_never_cross_a_boundary_and_loss_equals_separate_runs():
 def test_plan_rows_keeps_samples_whole_and_reports_real_fraction():
     lengths = [10, 10, 5, 30, 3, 8]
     rows = plan_rows(lengths, 20, pack=True)
-    assert rows == [[0, 1], [2], [3], [4, 5]]  # 30 is truncated to 20 and gets its own row
+    assert rows == [[0, 1], [3], [2, 4, 5]]  # 30 is truncated to 20; 3 and 8 fill the row holding 5
     assert sorted(i for r in rows for i in r) == list(range(6))
     ss = samples(lengths)
     packed = collate_rows([[ss[i] for i in r] for r in rows], 20, pad_id=0)
-    assert real_token_fraction(packed) == (20 + 5 + 20 + 11) / 80
+    assert real_token_fraction(packed) == (20 + 20 + 16) / 60
+    assert plan_rows(lengths, 20, pack=True, window=1) == [[0, 1], [2], [3], [4, 5]]  # plain greedy
     assert plan_rows(lengths, 20, pack=False) == [[i] for i in range(6)]
     padded = pad_batch(ss, pad_id=0, max_len=20)
     assert padded["input_ids"].shape == (6, 20) and padded["attention_mask"].sum() == 10 + 10 + 5 + 20 + 3 + 8

@@ -92,3 +92,32 @@ def test_data_for_another_layout_or_tokenizer_is_refused(tiny_train_data, tmp_pa
     (bad / "anygpt_data.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="image tokenizer fingerprint other differs"):
         check_datasets(tiny_train_data["train"] + [str(bad)], layout)
+    # a model trained on other tokenizer codes refuses the data too
+    from anygpt.data.datainfo import check_against_model
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "anygpt_train.json").write_text(json.dumps({"tokenizer_fingerprints": {"speech": "old"}}))
+    with pytest.raises(ValueError, match="trained on speech codes of tokenizer old"):
+        check_against_model(tmp_path / "model", check_datasets(tiny_train_data["train"], layout))
+
+
+def test_training_only_new_rows_masks_base_rows_and_freezes_the_rest(tiny_train_data):
+    import torch
+
+    from anygpt.model.build import build_model, load_tokenizer_and_layout, param_groups
+    from anygpt.train.config import ModelConfig
+
+    cfg = ModelConfig(tokenizer=tiny_train_data["tokenizer"], freeze="all_but_new_rows",
+                      from_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "num_key_value_heads": 1})
+    tok, layout = load_tokenizer_and_layout(cfg)
+    model = build_model(cfg, layout, tok)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["model.embed_tokens.weight", "lm_head.weight"]
+    ids = torch.tensor([[1, 5, layout.start_id("image"), layout.code_range("image").start + 3, 2]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    base = layout.base_vocab_size
+    for n in trainable:
+        grad = dict(model.named_parameters())[n].grad
+        assert grad[:base].abs().sum() == 0 and grad[base:].abs().sum() > 0
+    assert all(g["weight_decay"] == 0.0 for g in param_groups(model, 0.1))  # no decay drift on frozen rows

@@ -84,6 +84,27 @@ def test_killed_run_resumes_with_same_batches_and_losses(zero2_run, tiny_train_d
         assert r["loss"] == pytest.approx(ref[r["step"]]["loss"], rel=1e-4, abs=1e-5)
 
 
+def test_sft_can_start_from_a_pretraining_checkpoint(zero2_run, tiny_train_data):
+    """init_from=RUN/checkpoints/stepN rebuilds that run's model and loads the checkpoint's weights."""
+    import torch
+
+    from anygpt.model.build import build_model, load_tokenizer_and_layout
+    from anygpt.train.config import load_config
+    from anygpt.train.loop import model_source
+
+    tag = zero2_run / "checkpoints" / "step00000006"
+    cfg = load_config(None, [f"init_from={tag}", "stage=sft", f"data.train=[{tiny_train_data['train'][0]}]"])
+    model_cfg, init_dir, weights = model_source(cfg)
+    assert model_cfg.from_config == TINY_MODEL and init_dir is None
+    tok, layout = load_tokenizer_and_layout(model_cfg, init_dir)
+    trained = build_model(model_cfg, layout, tok, state_dict=weights)
+    torch.manual_seed(0)
+    fresh = build_model(model_cfg, layout, tok)
+    ids = torch.tensor([[1, 7, 9, layout.start_id("image")] + list(layout.code_range("image"))[3:15] + [layout.end_id("image"), 2]])
+    with torch.no_grad():
+        assert trained(input_ids=ids, labels=ids).loss < fresh(input_ids=ids, labels=ids).loss - 0.3
+
+
 def test_zero3_two_ranks_trains_and_export_generates(tiny_train_data, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM

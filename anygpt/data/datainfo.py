@@ -60,3 +60,19 @@ def check_datasets(dataset_dirs: list[str], layout: VocabLayout) -> dict:
             fingerprints[modality] = (fp, d)
         template = template or info.get("template")
     return {"tokenizer_fingerprints": {m: v[0] for m, v in fingerprints.items()}, "template": template}
+
+
+TRAIN_INFO_FILE = "anygpt_train.json"
+
+
+def check_against_model(model_dir: str | os.PathLike, merged: dict) -> None:
+    """Refuse data tokenized with other modality tokenizers than the data ``model_dir`` was
+    trained on (recorded in its ``anygpt_train.json`` by the export); silent when unrecorded."""
+    path = Path(model_dir) / TRAIN_INFO_FILE
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text()).get("tokenizer_fingerprints") or {}
+    for modality, fp in merged.get("tokenizer_fingerprints", {}).items():
+        if modality in recorded and recorded[modality] != fp:
+            raise ValueError(f"{path}: the model was trained on {modality} codes of tokenizer {recorded[modality]}, "
+                             f"this data uses {fp}")

@@ -1,8 +1,8 @@
 """Packing samples into fixed-length rows (and plain padding, for comparison).
 
-A *row* is a list of samples laid side by side. Packing keeps each sample whole (a sample that
-does not fit the space left starts a new row; one longer than the row is truncated), so attention
-can be isolated per sample exactly:
+A *row* is a list of samples laid side by side. Packing keeps each sample whole (first fit over a
+small window of open rows; a sample longer than the row is truncated), so attention can be
+isolated per sample exactly:
 
 * ``position_ids`` restart at 0 at each sample start (what flash-attention varlen keys on), and
 * a 4-D block-diagonal causal mask ``(B, 1, T, T)`` (0 where attention is allowed, the dtype's
@@ -38,8 +38,10 @@ class Sample:
     direction_id: int = 0
 
 
-def plan_rows(lengths: Sequence[int], row_len: int, pack: bool) -> list[list[int]]:
-    """Group sample indices into rows: greedy in order when packing, one per row when padding.
+def plan_rows(lengths: Sequence[int], row_len: int, pack: bool, window: int = 8) -> list[list[int]]:
+    """Group sample indices into rows: first-fit over the ``window`` newest open rows when
+    packing (the oldest open row is closed when the window overflows; a full row closes at
+    once), one sample per row when padding.
 
     Only lengths are needed, so a whole epoch's plan is cheap and deterministic (the loader's
     resume position is just a row index)."""
@@ -48,17 +50,23 @@ def plan_rows(lengths: Sequence[int], row_len: int, pack: bool) -> list[list[int
     if not pack:
         return [[i] for i in range(len(lengths))]
     rows: list[list[int]] = []
-    cur: list[int] = []
-    used = 0
+    open_rows: list[tuple[list[int], list[int]]] = []  # (indices, [used])
     for i, n in enumerate(lengths):
         n = min(int(n), row_len)
-        if cur and used + n > row_len:
-            rows.append(cur)
-            cur, used = [], 0
-        cur.append(i)
-        used += n
-    if cur:
-        rows.append(cur)
+        for idx, used in open_rows:
+            if used[0] + n <= row_len:
+                break
+        else:
+            idx, used = [], [0]
+            open_rows.append((idx, used))
+            if len(open_rows) > window:
+                rows.append(open_rows.pop(0)[0])
+        idx.append(i)
+        used[0] += n
+        if used[0] == row_len:
+            rows.append(idx)
+            open_rows = [r for r in open_rows if r[0] is not idx]
+    rows.extend(r[0] for r in open_rows)
     return rows
 
 

@@ -45,8 +45,10 @@ def load_tokenizer_and_layout(cfg: ModelConfig, init_from: str | None = None) ->
     return tok, layout
 
 
-def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str | None = None, dtype: torch.dtype = torch.float32):
-    """The causal LM with ``layout.padded_vocab_size`` embedding rows, ready for DeepSpeed."""
+def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str | None = None,
+                dtype: torch.dtype = torch.float32, state_dict: dict | None = None):
+    """The causal LM with ``layout.padded_vocab_size`` embedding rows, ready for DeepSpeed;
+    ``state_dict`` (full weights, e.g. from a training checkpoint) is loaded after growth."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kw = {"attn_implementation": cfg.attn_implementation}
@@ -62,6 +64,8 @@ def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str
         config = AutoConfig.for_model(model_type, vocab_size=layout.base_vocab_size, **spec)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kw)
     layout.grow_model(model)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -20,8 +20,10 @@ from anygpt.vocab import VocabLayout
 
 
 def export_bundle(engine, zero_stage: int, out_dir: str | os.PathLike, tokenizer, layout: VocabLayout, template: Template,
-                  cards: dict[str, str] | None = None, generation: dict[str, dict] | None = None) -> Path:
-    """Collective. Writes ``out_dir`` (replacing an older export) and returns it."""
+                  cards: dict[str, str] | None = None, generation: dict[str, dict] | None = None,
+                  extra_files: dict[str, str] | None = None) -> Path:
+    """Collective. Writes ``out_dir`` (replacing an older export) and returns it; ``extra_files``
+    (name -> text) are written into the bundle too."""
     out = Path(out_dir)
     rank = dist.get_rank() if dist.is_initialized() else 0
     module = engine.module
@@ -39,6 +41,8 @@ def export_bundle(engine, zero_stage: int, out_dir: str | os.PathLike, tokenizer
             module = module.merge_and_unload()
         module.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
         save_bundle_extras(tmp, tokenizer, layout, template, cards=cards, generation=generation)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         old = out.with_name(f".{out.name}.old")
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -127,3 +127,16 @@ def load(engine, tag_dir: Path) -> dict:
     state = torch.load(tag_dir / f"anygpt_rank{rank}.pt", weights_only=False)
     set_rng_state(state["rng"])
     return state
+
+
+def full_weights(tag_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The full fp32 model weights of a checkpoint tag (any ZeRO stage), on CPU."""
+    tag_dir = Path(tag_dir)
+    if not is_complete(tag_dir):
+        raise ValueError(f"{tag_dir}: not a complete checkpoint (no {COMPLETE_FILE} or files missing)")
+    if any(tag_dir.glob("*optim_states.pt")) and (any(tag_dir.glob("zero_pp_rank_*_model_states.pt")) or
+                                                 any(tag_dir.glob("zero_pp_rank_*optim_states.pt"))):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name))
+    return torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]

@@ -101,7 +101,7 @@ class ExportConfig:
 class TrainConfig:
     stage: str = "pretrain"  # pretrain | sft
     out_dir: str = "runs/tiny"
-    init_from: str | None = None  # an exported model dir (sft starts from the pretraining export)
+    init_from: str | None = None  # an export dir, or a checkpoint tag RUN/checkpoints/stepN (sft starts from pretraining)
     steps: int = 100
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)

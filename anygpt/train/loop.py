@@ -13,6 +13,7 @@ here from the logits so it can also be split by modality, direction and dataset)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,14 +25,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from anygpt.data.datainfo import check_datasets
+from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, load_dataset_dir
 from anygpt.data.packing import model_inputs
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
 from anygpt.train import checkpoint
-from anygpt.train.config import TrainConfig, save_config
+from anygpt.train.config import TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses, token_losses
 from anygpt.utils import seed_everything
@@ -139,6 +140,26 @@ def to_device(kw: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in kw.items()}
 
 
+def model_source(cfg: TrainConfig):
+    """``(model config, export dir or None, weights or None)``. ``init_from`` may be an export
+    dir, or a checkpoint tag ``RUN/checkpoints/stepN`` of an earlier run: then that run's saved
+    ``config.yaml`` says how to build the model and the tag's weights are loaded into it."""
+    if not cfg.init_from or not (Path(cfg.init_from) / checkpoint.COMPLETE_FILE).exists():
+        return cfg.model, cfg.init_from, None
+    src_path = Path(cfg.init_from).parents[1] / "config.yaml"
+    if not src_path.exists():
+        raise FileNotFoundError(f"{src_path}: the checkpoint's run config is missing; cannot rebuild its model")
+    src = load_config(src_path)
+    if src.init_from and (Path(src.init_from) / checkpoint.COMPLETE_FILE).exists():
+        raise ValueError(f"{cfg.init_from}: its run also started from a checkpoint; start from an export instead")
+    mine = cfg.model
+    model_cfg = dataclasses.replace(src.model, freeze=mine.freeze, lora=mine.lora, attn_implementation=mine.attn_implementation,
+                                    gradient_checkpointing=mine.gradient_checkpointing)
+    if src.model.lora.r > 0:
+        raise ValueError(f"{cfg.init_from}: a LoRA run's checkpoint; start from its export (LoRA merged) instead")
+    return model_cfg, src.init_from, checkpoint.full_weights(cfg.init_from)
+
+
 def run(cfg: TrainConfig) -> Path | None:
     """Train with ``cfg`` and export; returns the export dir (None when ``export.enabled`` is off).
 
@@ -157,15 +178,19 @@ def run(cfg: TrainConfig) -> Path | None:
     dtype = DTYPES[cfg.deepspeed.precision]
 
     # ---- model: tokenizer + layout, base LM, vocabulary grown before DeepSpeed wraps it
-    tokenizer, layout = load_tokenizer_and_layout(cfg.model, cfg.init_from)
+    model_cfg, init_dir, init_weights = model_source(cfg)
+    tokenizer, layout = load_tokenizer_and_layout(model_cfg, init_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = build_model(cfg.model, layout, tokenizer, cfg.init_from)
+    # loaded in the training precision: a 7B model in bf16 is 14 GB of host memory per rank, not 28
+    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights)
     n_params = count_parameters(model)
     print0(f"model: {n_params / 1e6:.2f}M parameters ({count_parameters(model, True) / 1e6:.2f}M trainable), vocab {layout.padded_vocab_size}")
     seed_everything(cfg.seed + rank)
 
     # ---- data: refuse sets built for another layout; mixture loader sharded by rank
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
+    if cfg.init_from:
+        check_against_model(cfg.init_from, info)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     loader = MixtureLoader(
         [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
@@ -240,7 +265,8 @@ def run(cfg: TrainConfig) -> Path | None:
     if not cfg.export.enabled:
         return None
     template = get_template(cfg.export.template or info.get("template") or "chat")
+    record = {"stage": cfg.stage, "steps": step, "data": cfg.data.train, **info}
     export_dir = export_bundle(engine, cfg.deepspeed.zero_stage, out_dir / "export", tokenizer, layout, template,
-                               cfg.export.cards, cfg.export.generation)
+                               cfg.export.cards, cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
     print0(f"exported {export_dir}")
     return export_dir
