@@ -109,3 +109,26 @@ def test_voice_decoder_from_a_speech_card_and_a_prompt_file(storm_file, speech_t
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(MediaError, match=r"bad\.wav: not a readable audio file"):
         voice.all_layers(speech_tokenizer, [3], tmp_path / "bad.wav")
+
+
+def test_speech_backend_decodes_voice_prompted_through_its_card(storm_file, tmp_path):
+    """`speechtokenizer` card + `soundstorm` key: layer-0 codes decode with layers 1-7 filled in."""
+    import shutil
+
+    import soundfile as sf
+    import yaml
+
+    from anygpt.modality.base import load_tokenizer
+    from anygpt.modality.testing import save_random_speechtokenizer
+
+    folder = tmp_path / "speech"
+    save_random_speechtokenizer(folder)
+    shutil.copy(storm_file, folder / "soundstorm.pt")
+    (folder / "card.yaml").write_text(yaml.safe_dump({
+        "backend": "speechtokenizer", "modality": "speech", "soundstorm": "soundstorm.pt",
+        "soundstorm_config": TINY, "soundstorm_steps": 2, "voice_prompt_seconds": 0.5}))
+    tok = load_tokenizer(folder)
+    assert tok.voice is not None
+    sf.write(tmp_path / "voice.wav", np.random.default_rng(2).normal(0, 0.1, 8000).astype(np.float32), 16000)
+    wav = tok.decode([3, 1, 4, 1, 5, 9], voice_prompt=tmp_path / "voice.wav")
+    assert wav.ndim == 1 and len(wav) == 6 * tok.hop and np.isfinite(wav).all()

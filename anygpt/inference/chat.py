@@ -129,7 +129,9 @@ class ChatSession:
         if not content:
             raise ValueError("empty message: give text or an attachment")
         user = Message("user", list(content))
-        msgs = ([Message("system", self.system)] if self.system else []) + self.history + [user]
+        # a single-pair template (a base model's pretraining prompt) sees only the current turn
+        history = [] if self.bundle.template.name == "anygpt-pretrain" else self.history
+        msgs = ([Message("system", self.system)] if self.system else []) + history + [user]
         prompt = render_prompt(self.bundle, msgs, output)
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None

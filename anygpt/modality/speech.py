@@ -71,7 +71,11 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         model = speechtokenizer_class()(config)
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        return cls(model, config, card, device, card.settings.get("max_seconds", 60.0))
+        obj = cls(model, config, card, device, card.settings.get("max_seconds", 60.0))
+        from anygpt.modality.soundstorm import VoiceDecoder
+
+        obj.voice = VoiceDecoder.from_card(card, obj.device)  # None unless the card names a SoundStorm checkpoint
+        return obj
 
     def state_for_fingerprint(self) -> dict:
         return {**super().state_for_fingerprint(), "layers": [0], "config": self.config}
@@ -85,10 +89,19 @@ class SpeechTokenizerBackend(ModalityTokenizer):
             codes = self.model.encode(x, n_q=1)[0].cpu().numpy()  # (B, T) layer 0
         return [codes[i, : n_frames(n, self.hop)].astype(np.int64) for i, n in enumerate(lengths)]
 
+    voice = None  # a SoundStorm VoiceDecoder filling layers 1-7 (reference-style voice-prompted decoding)
+
     @torch.inference_mode()
-    def decode(self, codes) -> np.ndarray:
-        """1-D layer-0 codes, or ``(n_q, T)`` codes of layers 0..n_q-1 → 16 kHz waveform."""
+    def decode(self, codes, voice_prompt: str | None = None) -> np.ndarray:
+        """1-D layer-0 codes, or ``(n_q, T)`` codes of layers 0..n_q-1 → 16 kHz waveform.
+
+        With a SoundStorm in the card, layer-0 codes get acoustic layers 1-7 predicted first, in the
+        voice of ``voice_prompt`` (an audio file, trimmed to a few seconds) or a random one."""
         arr = np.asarray(codes, dtype=np.int64)
+        if arr.ndim == 1 and self.voice is not None:
+            arr = self.voice.all_layers(self.model, clean_layer_codes(arr, self.codebook_size, "speechtokenizer decode"), voice_prompt)
+        elif voice_prompt is not None:
+            warnings.warn("speechtokenizer decode: the card names no soundstorm; voice prompt ignored")
         if arr.ndim == 2:
             if arr.shape[0] > self.n_q:
                 warnings.warn(f"speechtokenizer decode: {arr.shape[0]} layers given, model has {self.n_q}; extra dropped")
