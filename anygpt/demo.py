@@ -41,7 +41,11 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     nproc: int = 2
-    n_train: dict[str, int] = field(default_factory=lambda: {"image": 600, "speech": 600, "music": 300})
+    # images and speech are where generalisation is hard (shape from patch codes, words from mel codes):
+    # many distinct items, seen a few times each, beat a small set memorised
+    n_train: dict[str, int] = field(default_factory=lambda: {"image": 3000, "speech": 1500, "music": 300})
+    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.45, "speech": 0.4, "music": 0.15})
+    pretrain_samples: int = 9000
     n_eval: int = 40
     n_conversations: int = 400
     image_codebook: int = 256
@@ -54,8 +58,8 @@ class DemoConfig:
     })
     seq_len: int = 384
     micro_batch: int = 8
-    pretrain_steps: int = 900
-    sft_steps: int = 200
+    pretrain_steps: int = 650
+    sft_steps: int = 80
     lr: float = 2e-3
     sft_lr: float = 5e-4
     eval_limit: int | None = None
@@ -67,7 +71,8 @@ class DemoConfig:
                    image_codebook=32, speech_codebook=32, music_codebook=32, text_vocab=400,
                    model={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512},
-                   seq_len=256, micro_batch=4, pretrain_steps=12, sft_steps=6, eval_limit=4, quick_mode=True)
+                   seq_len=256, micro_batch=4, pretrain_samples=200, pretrain_steps=12, sft_steps=6, eval_limit=4,
+                   quick_mode=True)
 
     def scaled(self, minutes: float) -> "DemoConfig":
         """Scale the training steps to a time budget (the default is sized for about 20 minutes)."""
@@ -205,9 +210,9 @@ class Demo:
         tok, layout = load_grown_tokenizer(self.path("tokenizer"))
         recipe = {
             "template": "chat", "mix_by": "samples", "seed": self.cfg.seed, "loss_on": "assistant",
-            "num_samples": 3 * sum(self.cfg.n_train.values()),
+            "num_samples": self.cfg.pretrain_samples,
             "datasets": [
-                {"name": f"{m}_pairs", "shards": str(self.path("shards", m)), "modality": m, "weight": 1.0,
+                {"name": f"{m}_pairs", "shards": str(self.path("shards", m)), "modality": m, "weight": self.cfg.mix[m],
                  "t2x_prob": 0.5, "card": str(self.card(m))}
                 for m in MODALITIES
             ],
