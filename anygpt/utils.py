@@ -78,18 +78,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)``; a bad line raises ValueError naming the file and line."""
+def read_jsonl(path: str | os.PathLike, lenient: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` per non-empty line. A line that is not a JSON object raises
+    ValueError naming ``file:line``; with ``lenient`` that ValueError is yielded in place of the
+    object instead, so a batch job can record the line and go on."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                obj = ValueError(f"{path}:{n}: not valid JSON ({e.msg})")
+            except ValueError as e:
+                obj = e
+            if isinstance(obj, ValueError) and not lenient:
+                raise obj
             yield n, obj
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from anygpt.data.conversations import iter_jsonl
+from anygpt.utils import read_jsonl
 from anygpt.data.datainfo import DATA_INFO_FILE
 from anygpt.data.instructions import draw_instruction
 from anygpt.data.templates import MediaCodes, Message, Template, get_template
@@ -251,7 +251,7 @@ class ErrorLog:
 def reference_jsonl_pairs(files: Sequence[str | os.PathLike], layout: VocabLayout, errors: ErrorLog) -> Iterator[Pair]:
     """Pairs of the reference's pretokenized JSONL files, streamed; bad lines name ``file:line``."""
     for f in files:
-        for lineno, obj in iter_jsonl(f):
+        for lineno, obj in read_jsonl(f, lenient=True):
             if isinstance(obj, ValueError):
                 errors.bad_line(obj)
                 continue

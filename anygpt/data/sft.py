@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from anygpt.data.build import ErrorLog, Sample, check_template, data_info, default_template, write_dataset
-from anygpt.data.conversations import MediaRef, check_conversation, iter_jsonl, split_media_refs
+from anygpt.data.conversations import MediaRef, check_conversation, split_media_refs
+from anygpt.utils import read_jsonl
 from anygpt.data.templates import MediaCodes, Message, get_template, voice_response
 from anygpt.vocab import VocabLayout
 
@@ -158,7 +159,7 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
         """Conversations of every good line; bad ones are reported on the first pass only."""
         for f in files:
             base = Path(f).resolve().parent
-            for lineno, obj in iter_jsonl(f):
+            for lineno, obj in read_jsonl(f, lenient=True):
                 try:
                     if isinstance(obj, ValueError):
                         raise obj

@@ -16,11 +16,12 @@ Manifests are found under the data root by modality and split, trying in order::
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from anygpt.utils import read_jsonl
 
 HELD_OUT_SPLITS = ("test", "val", "valid", "validation", "eval", "heldout")
 PATTERNS = (
@@ -76,24 +77,19 @@ class EvalSet:
         """Read one manifest; malformed lines are recorded in ``errors`` and skipped."""
         path = Path(path)
         items, errors = [], []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                    if not isinstance(d, dict) or "path" not in d or "text" not in d:
-                        raise ValueError("needs 'path' and 'text'")
-                except (json.JSONDecodeError, ValueError) as e:
-                    errors.append(f"{path}:{lineno}: {e}")
-                    continue
-                p = Path(str(d["path"]))
-                if not p.is_absolute():
-                    cand = path.parent / p
-                    p = cand if cand.exists() or root is None else (root / p if (root / p).exists() else cand)
-                items.append(EvalItem(str(d.get("id", f"{path.stem}-{lineno}")), p, d["text"], dict(d.get("attributes") or {})))
-                if limit is not None and len(items) >= limit:
-                    break
+        for lineno, d in read_jsonl(path, lenient=True):
+            if not isinstance(d, ValueError) and ("path" not in d or "text" not in d):
+                d = ValueError(f"{path}:{lineno}: needs 'path' and 'text'")
+            if isinstance(d, ValueError):
+                errors.append(str(d))
+                continue
+            p = Path(str(d["path"]))
+            if not p.is_absolute():
+                cand = path.parent / p
+                p = cand if cand.exists() or root is None else (root / p if (root / p).exists() else cand)
+            items.append(EvalItem(str(d.get("id", f"{path.stem}-{lineno}")), p, d["text"], dict(d.get("attributes") or {})))
+            if limit is not None and len(items) >= limit:
+                break
         return cls(modality, split, path, items, errors)
 
 
