@@ -7,7 +7,9 @@ the files with their sizes and CRC-32 checksums; a tag without it, with a listed
 another size (truncated), is never trusted. Resume (``auto``) takes the newest tag that passes
 :func:`verify` (sizes and checksums: flipped bytes are caught too) and reports every newer tag it
 skips and why; keep-last-N pruning only ever deletes older tags. A save that fails (disk full)
-removes its partial tag dir, so a failed save never looks like a checkpoint.
+removes its partial tag dir, so a failed save never looks like a checkpoint. DeepSpeed's
+``CKPT/latest`` pointer (read by ``zero_to_fp32.py``) is written by us, atomically, only after the
+completion record, so it never names a half-written tag.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch.distributed as dist
 from anygpt.utils import atomic_write_text
 
 COMPLETE_FILE = "anygpt_complete.json"
+LATEST_FILE = "latest"  # DeepSpeed's pointer to the newest tag; we only ever point it at a complete one
 _TAG = re.compile(r"^step(\d{8})$")
 
 
@@ -125,7 +128,10 @@ def save(engine, ckpt_dir: str | os.PathLike, step: int, loader_state: dict, kee
         shutil.rmtree(tag_dir)
     dist.barrier()
     try:
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "loader": loader_state})
+        # save_latest=False: DeepSpeed writes ``latest`` in place before our files exist; we point it at
+        # the tag ourselves, atomically, once the tag is complete (zero_to_fp32 and friends read it).
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={"step": step, "loader": loader_state},
+                               save_latest=False)
         torch.save({"step": step, "loader": loader_state, "rng": rng_state()}, tag_dir / f"anygpt_rank{rank}.pt")
     except BaseException:
         # disk full / I/O error: leave no half-written tag behind (it would never be trusted, but it
@@ -139,6 +145,7 @@ def save(engine, ckpt_dir: str | os.PathLike, step: int, loader_state: dict, kee
         except BaseException:
             shutil.rmtree(tag_dir, ignore_errors=True)
             raise
+        atomic_write_text(Path(ckpt_dir) / LATEST_FILE, tag)
         prune(ckpt_dir, keep_last)
     dist.barrier()
     return tag_dir
