@@ -78,19 +78,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)``; a bad line raises ValueError naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+def iter_jsonl_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | ValueError]]:
+    """``(line_number, object)`` per non-empty line; a line that is not UTF-8, not JSON or not a
+    JSON object yields a ValueError naming ``file:line`` instead (the caller decides to stop or go on)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a BOM on the first line is tolerated
+            except UnicodeDecodeError as e:
+                yield n, ValueError(f"{path}:{n}: not UTF-8 text (byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                yield n, ValueError(f"{path}:{n}: not valid JSON ({e.msg})")
+                continue
+            except RecursionError:  # "[[[[…" nested past Python's recursion limit
+                yield n, ValueError(f"{path}:{n}: JSON nested too deeply")
+                continue
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                yield n, ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                continue
             yield n, obj
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)``; a bad line raises ValueError naming the file and line."""
+    for n, obj in iter_jsonl_objects(path):
+        if isinstance(obj, ValueError):
+            raise obj
+        yield n, obj
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -83,23 +83,11 @@ def check_conversation(obj: dict) -> list[list[dict]]:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | ValueError]]:
-    """``(line_number, object)`` per non-empty line; a line that is not a JSON object yields a
+    """``(line_number, object)`` per non-empty line; a line that is not UTF-8 JSON object yields a
     ValueError naming ``file:line`` instead of ending the file, so batch jobs can go on."""
-    import json
+    from anygpt.utils import iter_jsonl_objects
 
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, ValueError(f"{path}:{n}: not valid JSON ({e.msg})")
-                continue
-            if not isinstance(obj, dict):
-                yield n, ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-                continue
-            yield n, obj
+    return iter_jsonl_objects(path)
 
 
 def referenced_media(convs: Sequence[Sequence[dict]]) -> list[MediaRef]:
