@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from anygpt.media import load_audio, load_image
@@ -51,8 +51,9 @@ def test_token_string_parser(text):
     try:
         pieces = LAYOUT.parse(text, strict=True)
     except TokenStringError:
-        pass  # the documented error; anything else fails the test
+        event("strict: TokenStringError")  # the documented error; anything else fails the test
     else:
+        event(f"strict: parsed, {sum(kind != 'text' for kind, _ in pieces)} span(s)")
         check_pieces(pieces)
     check_pieces(LAYOUT.parse(text, strict=False))  # lenient: never raises
 
@@ -95,7 +96,9 @@ def test_manifest_reader(tmp_path_factory, lines, raw_tail):
         items, digest = read_manifest(path)
     except ValueError as e:
         assert str(path) in str(e)  # every error names the manifest
+        event("rejected")
     else:
+        event("read")
         assert items and len({i.id for i in items}) == len(items) and len(digest) == 16
 
 
@@ -152,7 +155,9 @@ def test_template_renderer(grown, name, msgs, loss_on, gen_prompt):
         r = get_template(name).render(built, tok, layout, loss_on=loss_on, add_generation_prompt=gen_prompt)
     except (ValueError, KeyError) as e:  # documented: bad role/order, unknown modality, code out of range
         assert str(e)
+        event(f"rejected: {type(e).__name__}")
         return
+    event("rendered")
     assert len(r.input_ids) == len(r.labels)
     assert all(0 <= i < layout.padded_vocab_size for i in r.input_ids)
     assert all(lab in (IGNORE_INDEX, i) for lab, i in zip(r.labels, r.input_ids))
@@ -214,7 +219,9 @@ def test_media_loaders_only_raise_media_error(tmp_path_factory, case):
         out = load_any(path)
     except MediaError as e:
         assert str(e).startswith(f"{path}: ")  # names the file
+        event(f"{kind} {ext}: MediaError")
         return
+    event(f"{kind} {ext}: loaded")
     if ext in ("png", "jpg"):
         assert out.size == (16, 16) and out.mode == "RGB"
     else:
