@@ -139,6 +139,11 @@ def test_checkpoint_write_failure_leaves_previous_latest(n, code, tiny_recipe, m
     from anygpt.train.config import load_config
     from anygpt.train.loop import run
 
+    from anygpt.train.distributed import free_port
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": os.environ.get("MASTER_PORT", str(free_port()))}.items():
+        monkeypatch.setenv(key, value)  # one in-process rank; restored after the test (children must not inherit it)
     recipe = tiny_recipe(f"ckpt_fail_{n}")
     cfg = load_config(recipe)
     ckpt = Path(cfg.out_dir) / "checkpoints"
@@ -151,7 +156,7 @@ def test_checkpoint_write_failure_leaves_previous_latest(n, code, tiny_recipe, m
     assert [s for s, _ in checkpoint.list_tags(ckpt)] == [2]  # the failed tag dir is gone
     assert (ckpt / "latest").read_text() == checkpoint.tag_for(2)
     assert not list(ckpt.rglob("*.tmp"))
-    monkeypatch.undo()
+    monkeypatch.setattr(torch, "save", hook.real)
     run(load_config(recipe))  # resume=auto from step 2
     assert checkpoint.latest_complete(ckpt).name == checkpoint.tag_for(4)
     assert (ckpt / "latest").read_text() == checkpoint.tag_for(4)
