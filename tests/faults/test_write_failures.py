@@ -160,3 +160,19 @@ def test_checkpoint_write_failure_leaves_previous_latest(n, code, tiny_recipe, m
     run(load_config(recipe))  # resume=auto from step 2
     assert checkpoint.latest_complete(ckpt).name == checkpoint.tag_for(4)
     assert (ckpt / "latest").read_text() == checkpoint.tag_for(4)
+
+
+def test_cli_reports_a_full_disk_in_one_line(tmp_path, image_tok_dir, monkeypatch, capsys):
+    import pyarrow.parquet
+
+    from anygpt.cli import main
+
+    man, ids = manifest(tmp_path, 4)
+    monkeypatch.setattr(pyarrow.parquet, "write_table", FailOnCall(pyarrow.parquet.write_table, 1, partial=half_parquet))
+    args = ["tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir), "--manifest", str(man),
+            "--out", str(tmp_path / "out"), "--shard-size", "2", "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anygpt tokenize: error: [Errno 28]") and "rerun" in err and "\n" not in err
+    monkeypatch.undo()
+    assert main(args) == 0 and assert_clean(tmp_path / "out") == set(ids)
