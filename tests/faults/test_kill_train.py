@@ -5,7 +5,8 @@ Single process (one rank, gloo) to keep it cheap; one 2-rank case (slow)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import random
 import shutil
 import signal
@@ -155,9 +156,7 @@ def test_two_ranks_sigkill_mid_run_then_resume(tiny_train_data, tmp_path):
     try:
         kill_when(proc, out, 5, 0.1)  # kills torchrun; its ranks die with the group below
     finally:
-        import os
-
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     good = checkpoint.latest_complete(out / "checkpoints")
     assert good is not None

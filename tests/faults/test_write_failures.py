@@ -66,8 +66,6 @@ def half_parquet(table, where, *a):
     ("write", 3, errno.ENOSPC),          # a temp file's bytes cannot be written (atomic_write_bytes)
 ])
 def test_tokenize_write_failure_leaves_no_partial_shard(target, n, code, tmp_path, image_tok_dir, monkeypatch):
-    import builtins
-
     import pyarrow.parquet
 
     import anygpt.utils
