@@ -79,21 +79,24 @@ def seed_everything(seed: int) -> None:
 
 
 def read_jsonl(path: str | os.PathLike, lenient: bool = False) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` per non-empty line. A line that is not a JSON object raises
-    ValueError naming ``file:line``; with ``lenient`` that ValueError is yielded in place of the
-    object instead, so a batch job can record the line and go on."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    """Yield ``(line_number, object)`` per non-empty line. A line that is not UTF-8, not JSON or
+    not a JSON object raises ValueError naming ``file:line``; with ``lenient`` that ValueError is
+    yielded in place of the object instead, so a batch job can record the line and go on."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
             try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a BOM on the first line is tolerated
+                if not line.strip():
+                    continue
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
-                    raise ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+                    obj = ValueError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+            except UnicodeDecodeError as e:
+                obj = ValueError(f"{path}:{n}: not UTF-8 text (byte {e.start})")
             except json.JSONDecodeError as e:
                 obj = ValueError(f"{path}:{n}: not valid JSON ({e.msg})")
-            except ValueError as e:
-                obj = e
+            except RecursionError:  # "[[[[…" nested past Python's recursion limit
+                obj = ValueError(f"{path}:{n}: JSON nested too deeply")
             if isinstance(obj, ValueError) and not lenient:
                 raise obj
             yield n, obj

@@ -297,11 +297,13 @@ class VocabLayout:
                     raise TokenStringError(f"text {gap.strip()[:20]!r} inside {m.name} span at character {offset + tm.start()}")
                 continue
             inner = tm.group(1)
-            if not inner.startswith(m.prefix) or not inner[len(m.prefix) :].isdigit():
+            digits = inner[len(m.prefix) :]
+            # ASCII digits only: str.isdigit() also accepts "²" (int() fails) and "٣" (not our token)
+            if not inner.startswith(m.prefix) or not (digits.isascii() and digits.isdigit()):
                 if strict:
                     raise TokenStringError(f"token <{inner}> is not a {m.name} code (at character {offset + tm.start()})")
                 continue
-            code = int(inner[len(m.prefix) :])
+            code = int(digits)
             if code >= m.size:
                 if strict:
                     raise TokenStringError(f"{m.name} code {code} out of range [0, {m.size}) at character {offset + tm.start()}")

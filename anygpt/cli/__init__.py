@@ -8,6 +8,7 @@ Errors a user can fix (bad file, bad flag) are raised as ``CLIError`` / ``ValueE
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -68,6 +69,9 @@ def strip_local_rank(argv: list[str]) -> list[str]:
     return out
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}  # reported in one line, not a traceback
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -81,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"anygpt {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        # the writers are atomic: nothing half-written was kept, and a rerun goes on where this one stopped
+        print(f"anygpt {args.command}: error: {e} (nothing half-written was kept; rerun to continue)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"anygpt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -63,8 +63,8 @@ def load_seed2(checkpoint: str | os.PathLike, vision_tower: str | os.PathLike | 
                cfg: Seed2Config | None = None) -> Seed2Quantizer:
     """Build :class:`Seed2Quantizer` and load ``seed_quantizer.pt`` (plus the vision tower file
     when the checkpoint lacks ``visual_encoder.*``). Missing weights are an error naming the file."""
+    sd = load_torch_file(checkpoint)  # first: a refused or unreadable file fails before building the ViT
     model = Seed2Quantizer(cfg)
-    sd = load_torch_file(checkpoint)
     if not any(k.startswith("visual_encoder.") for k in sd):
         if vision_tower is None:
             raise ValueError(f"{checkpoint}: holds no visual_encoder.* weights; name the EVA-CLIP ViT-g file as vision_tower")

@@ -363,8 +363,8 @@ def load_soundstorm(path: str | os.PathLike, cfg: SoundStormConfig | dict | None
     from anygpt.weights import load_torch_file
 
     cfg = cfg if isinstance(cfg, SoundStormConfig) else SoundStormConfig.from_dict(cfg)
+    sd = load_torch_file(path)  # first: a refused or unreadable file fails before building the model
     model = SoundStorm(cfg)
-    sd = load_torch_file(path)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

@@ -103,6 +103,16 @@ def errors_name(k: int) -> str:
     return f"shard-{k:05d}.errors.jsonl"
 
 
+def remove_stale_temps(out: Path, k: int) -> list[Path]:
+    """Delete the temp files a killed run left for shard ``k`` (``.shard-KKKKK.*.tmp``); returns them.
+
+    Called only for shards this rank is about to write, so another live rank's temp is never touched."""
+    stale = [p for p in out.glob(f".shard-{k:05d}.*") if p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def item_size(item: Any) -> int:
     """Size used to group a batch: samples for audio, pixels for images."""
     if hasattr(item, "size") and isinstance(getattr(item, "size"), tuple):  # PIL image
@@ -241,6 +251,8 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
                 raise ValueError(f"{out / shard_name(k)}: made by tokenizer {got}, this job uses {fp}; use a new --out")
     if max_shards is not None:
         todo = todo[:max_shards]
+    for k in todo:  # temp files of a killed earlier run (shard k is only ever written by this rank)
+        remove_stale_temps(out, k)
     max_elems = None
     if tok.modality != "image" and max_batch_seconds and tok.sample_rate:
         max_elems = int(max_batch_seconds * tok.sample_rate)
