@@ -44,8 +44,11 @@ class DemoConfig:
     # images and speech are where generalisation is hard (shape from patch codes, words from mel codes):
     # many distinct items, seen a few times each, beat a small set memorised
     n_train: dict[str, int] = field(default_factory=lambda: {"image": 3000, "speech": 1500, "music": 300})
-    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.45, "speech": 0.4, "music": 0.15})
-    pretrain_samples: int = 9000
+    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.38, "music": 0.12})
+    # share of text→media pairs; recognition (shape words, transcripts) gets the larger share: a media→text
+    # pair carries one shape word of loss, a text→media pair 64 image codes
+    t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.3, "speech": 0.3, "music": 0.5})
+    pretrain_samples: int = 12000
     n_eval: int = 40
     n_conversations: int = 400
     image_codebook: int = 256
@@ -58,7 +61,7 @@ class DemoConfig:
     })
     seq_len: int = 384
     micro_batch: int = 8
-    pretrain_steps: int = 650
+    pretrain_steps: int = 1000
     sft_steps: int = 80
     lr: float = 2e-3
     sft_lr: float = 5e-4
@@ -213,7 +216,7 @@ class Demo:
             "num_samples": self.cfg.pretrain_samples,
             "datasets": [
                 {"name": f"{m}_pairs", "shards": str(self.path("shards", m)), "modality": m, "weight": self.cfg.mix[m],
-                 "t2x_prob": 0.5, "card": str(self.card(m))}
+                 "t2x_prob": self.cfg.t2x_prob[m], "card": str(self.card(m))}
                 for m in MODALITIES
             ],
         }
