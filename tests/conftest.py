@@ -148,3 +148,16 @@ def tiny_train_data(base_tokenizer_dir, tmp_path_factory) -> dict:
     return {"tokenizer": str(root / "tok"), "layout": layout,
             "train": [make("image", 160, "image_text"), make("speech", 160, "speech_text")],
             "val": [make("image", 24, "val_image")]}
+
+
+@pytest.fixture(scope="session")
+def infer_support():
+    """``tests/infer_support.py`` as a module: test-only tokenizer backends and ``make_bundle``."""
+    import importlib.util
+
+    if "infer_support" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("infer_support", REPO / "tests" / "infer_support.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["infer_support"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["infer_support"]

@@ -3,7 +3,6 @@ codes, the transcript has the documented fields, and no prompt or file name stee
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -17,18 +16,11 @@ NAME = re.compile(r"^turn\d{3}_(image|speech|music)_\d+(-\d+)?\.(png|wav)$")
 SUPPORT = Path(__file__).with_name("infer_support.py")
 
 
-def load_support():
-    if "infer_support" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("infer_support", SUPPORT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["infer_support"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["infer_support"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, base_tokenizer_dir) -> Path:
-    return load_support().make_bundle(tmp_path_factory.mktemp("chat") / "model", base_tokenizer_dir)
+def model_dir(tmp_path_factory, base_tokenizer_dir, infer_support) -> Path:
+    return infer_support.make_bundle(tmp_path_factory.mktemp("chat") / "model", base_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +31,8 @@ def bundle(model_dir):
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return load_support().write_example_media(tmp_path_factory.mktemp("media"))
+def media(tmp_path_factory, infer_support):
+    return infer_support.write_example_media(tmp_path_factory.mktemp("media"))
 
 
 def run_support_cli(child_env, *args, check=True):
@@ -219,12 +211,12 @@ def test_terminal_chat_commands(model_dir, media, tmp_path, capsys, monkeypatch)
     assert (tmp_path / "turn001_image_0.png").is_file()
 
 
-def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, media, tmp_path, capsys):
+def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, media, tmp_path, capsys, infer_support):
     """The reference's base-model prompt: ``[Human]: {instruction} This is input: {text}<eoh> [MMGPT]: <soim>``."""
     from anygpt.inference.generation import build_prompt_ids
     from anygpt.model.bundle import load_bundle
 
-    d = load_support().make_bundle(tmp_path / "base", base_tokenizer_dir, profile="anygpt", template="anygpt-pretrain")
+    d = infer_support.make_bundle(tmp_path / "base", base_tokenizer_dir, profile="anygpt", template="anygpt-pretrain")
     b = load_bundle(d)
     ids = build_prompt_ids(b, "Draw this. This is input: a red circle", output_modality="image")
     assert ids[-1] == b.layout.start_id("image") and b.layout.token_id("[MMGPT]") in ids[-5:]

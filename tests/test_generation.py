@@ -3,9 +3,6 @@ forced modalities are obeyed, batches and beams keep per-row state."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,14 +13,6 @@ from anygpt.inference.constraints import ModalityLogitsProcessor, SpanRule
 from anygpt.vocab import VocabLayout
 
 
-def load_support():
-    """tests/infer_support.py (test backends + bundle builder), imported once by path."""
-    if "infer_support" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("infer_support", Path(__file__).with_name("infer_support.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["infer_support"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["infer_support"]
 
 
 BASE = 40
@@ -166,11 +155,10 @@ def test_outside_spans_text_only_bans_starts_codes_and_padding():
 
 # ---------------------------------------------------------------- with a tiny random Llama
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, base_tokenizer_dir):
+def bundle(tmp_path_factory, base_tokenizer_dir, infer_support):
     from anygpt.model.bundle import load_bundle
 
-    support = load_support()
-    d = support.make_bundle(tmp_path_factory.mktemp("gen") / "model", base_tokenizer_dir)
+    d = infer_support.make_bundle(tmp_path_factory.mktemp("gen") / "model", base_tokenizer_dir)
     return load_bundle(d)
 
 

@@ -3,7 +3,6 @@ and, in a real headless Chromium, an image upload plus a forced-image message sh
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
@@ -22,13 +21,6 @@ CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def load_support():
-    if "infer_support" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("infer_support", SUPPORT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["infer_support"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["infer_support"]
 
 
 def free_port() -> int:
@@ -38,13 +30,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, base_tokenizer_dir) -> Path:
-    return load_support().make_bundle(tmp_path_factory.mktemp("web") / "model", base_tokenizer_dir)
+def model_dir(tmp_path_factory, base_tokenizer_dir, infer_support) -> Path:
+    return infer_support.make_bundle(tmp_path_factory.mktemp("web") / "model", base_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return load_support().write_example_media(tmp_path_factory.mktemp("media"))
+def media(tmp_path_factory, infer_support):
+    return infer_support.write_example_media(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 
 MEDIA_REF = re.compile(r"<(image|speech|music):([^<>\n]+)>")

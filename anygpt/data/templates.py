@@ -19,7 +19,7 @@ Templates:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 from anygpt.vocab import VocabLayout

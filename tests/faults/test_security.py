@@ -131,19 +131,12 @@ def test_no_trust_remote_code():
     assert not hits, f"trust_remote_code=True in {hits}"
 
 
-def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir):
+def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir, infer_support):
     """A bundle written by our export path (make_bundle → save_pretrained + extras) and by
     ``anygpt convert`` holds no pickle weight files."""
-    import importlib.util
-
     from anygpt.cli.convert import convert
 
-    spec = importlib.util.spec_from_file_location("infer_support", REPO / "tests" / "infer_support.py")
-    support = sys.modules.get("infer_support") or importlib.util.module_from_spec(spec)
-    if "infer_support" not in sys.modules:
-        sys.modules["infer_support"] = support
-        spec.loader.exec_module(support)
-    model = support.make_bundle(tmp_path / "model", base_tokenizer_dir)
+    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir)
     out = convert(model, tmp_path / "converted", dtype="fp32")
     for d in (model, out):
         names = [p.name for p in d.rglob("*") if p.is_file()]
@@ -152,15 +145,14 @@ def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir):
         assert not pickles, f"{d}: pickle weight files {pickles}"
 
 
-def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_tokenizer_dir):
+def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_tokenizer_dir, infer_support):
     """`anygpt serve` as a user runs it (launch captured): 127.0.0.1, no share link, a file-size cap."""
     import gradio
 
     from anygpt.cli import build_parser
 
-    from test_chat import load_support  # noqa: E402  (registers the test backends)
 
-    model = load_support().make_bundle(tmp_path / "model", base_tokenizer_dir)
+    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir)
     seen = {}
     monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: seen.update(kw))
     monkeypatch.setattr(gradio.Blocks, "queue", lambda self, **kw: self)
@@ -170,14 +162,13 @@ def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_to
     assert seen["max_file_size"] == f"{int(args.max_upload_mb * 1024)}kb" and 0 < args.max_audio_seconds <= 600
 
 
-def test_web_upload_of_a_decompression_bomb_is_refused(tmp_path, base_tokenizer_dir, image_tok_dir):
+def test_web_upload_of_a_decompression_bomb_is_refused(tmp_path, base_tokenizer_dir, image_tok_dir, infer_support):
     """Through a bundle whose image tokenizer is a real backend (demo-image, reading via anygpt.media)."""
     from anygpt.inference.web import ServeLimits, WebChat
     from anygpt.model.bundle import load_bundle
-    from test_chat import load_support  # noqa: E402
     from test_hostile_media import png_bomb  # noqa: E402
 
-    model = load_support().make_bundle(tmp_path / "model", base_tokenizer_dir, cards={"image": image_tok_dir})
+    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir, cards={"image": image_tok_dir})
     web = WebChat(load_bundle(model), "demo", tmp_path / "serve", ServeLimits(max_upload_mb=1.0), seed=0)
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_bomb(100_000, 100_000))  # 100 bytes on the wire, 30 GB decoded
