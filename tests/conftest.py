@@ -161,3 +161,35 @@ def infer_support():
         sys.modules["infer_support"] = mod
         spec.loader.exec_module(mod)
     return sys.modules["infer_support"]
+
+
+@pytest.fixture(scope="session")
+def image_tok_dir(tmp_path_factory) -> Path:
+    """A demo-image tokenizer card dir fitted on 20 shape pictures (32 codes; seconds)."""
+    import numpy as np
+
+    from anygpt.modality.demo import DemoImageTokenizer
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from modality_fixtures import shape_image
+
+    d = tmp_path_factory.mktemp("img_tok")
+    rng = np.random.default_rng(1)
+    DemoImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=32, iters=5)
+    return d
+
+
+@pytest.fixture(scope="session")
+def speech_tok_dir(tmp_path_factory) -> Path:
+    """A demo-speech tokenizer card dir fitted on 10 synthetic vowels (32 codes; seconds)."""
+    import numpy as np
+
+    from anygpt.modality.demo import DemoSpeechTokenizer
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from modality_fixtures import vowel
+
+    d = tmp_path_factory.mktemp("sp_tok")
+    rng = np.random.default_rng(2)
+    DemoSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
+    return d

@@ -18,24 +18,8 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_fixtures import shape_image, vowel, write_images, write_manifest  # noqa: E402
 
-from anygpt.modality.demo import DemoImageTokenizer, DemoSpeechTokenizer  # noqa: E402
+from anygpt.modality.demo import DemoImageTokenizer  # noqa: E402
 from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def image_tok_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("img_tok")
-    rng = np.random.default_rng(1)
-    DemoImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=32, iters=5)
-    return d
-
-
-@pytest.fixture(scope="module")
-def speech_tok_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("sp_tok")
-    rng = np.random.default_rng(2)
-    DemoSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
-    return d
 
 
 def all_ids(out: Path) -> tuple[list[str], list[str]]:

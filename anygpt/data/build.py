@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from anygpt.utils import read_jsonl
 from anygpt.data.datainfo import DATA_INFO_FILE
 from anygpt.data.instructions import draw_instruction
 from anygpt.data.templates import MediaCodes, Message, Template, get_template
-from anygpt.utils import atomic_write_text
+from anygpt.utils import atomic_write_text, read_jsonl, read_yaml
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 ERRORS_FILE = "errors.jsonl"
@@ -295,15 +294,8 @@ class PretrainRecipe:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainRecipe":
         """Read a YAML recipe; relative shard/card paths resolve against the recipe's folder."""
-        import yaml
-
         p = Path(path)
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{p}: no such recipe") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({e})") from None
+        d = read_yaml(p, "recipe")
         if not isinstance(d, dict) or not isinstance(d.get("datasets"), list) or not d["datasets"]:
             raise ValueError(f"{p}: a recipe needs a non-empty 'datasets' list")
         known = set(cls.__dataclass_fields__) - {"datasets"}

@@ -65,16 +65,11 @@ class TokenizerCard:
 
 def load_card(path: str | os.PathLike) -> TokenizerCard:
     """Read a card from a YAML file or a directory holding ``card.yaml``."""
-    import yaml
+    from anygpt.utils import read_yaml
 
     p = Path(path)
     f = p / CARD_FILE if p.is_dir() else p
-    try:
-        d = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{f}: no tokenizer card") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{f}: not valid YAML ({e})") from None
+    d = read_yaml(f, "tokenizer card")
     if not isinstance(d, dict) or "backend" not in d or "modality" not in d:
         raise ValueError(f"{f}: a tokenizer card needs at least 'backend' and 'modality'")
     d = dict(d)

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -192,13 +191,9 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     (values parsed as YAML: ``steps=20``, ``data.train=[a,b]``, ``model.from_config.hidden_size=64``)."""
     raw: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: recipe not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({e})") from None
+        from anygpt.utils import read_yaml
+
+        raw = read_yaml(path, "recipe") or {}
     for ov in overrides:
         key, sep, val = ov.partition("=")
         if not sep or not key:
