@@ -67,3 +67,12 @@ def test_pyproject_packages_only_anygpt(repo_root):
     cfg = tomllib.loads((repo_root / "pyproject.toml").read_text())
     assert cfg["tool"]["setuptools"]["packages"]["find"]["include"] == ["anygpt*"]
     assert "--import-mode=importlib" in cfg["tool"]["pytest"]["ini_options"]["addopts"]
+
+
+def test_readme_is_a_front_door_not_a_dump(repo_root):
+    # a broken edit once repeated one README section 1,100 times (11 MB); the front door must stay readable
+    text = (repo_root / "README.md").read_text()
+    assert len(text) < 60_000, f"README.md is {len(text)} characters"
+    paragraphs = [p for p in text.split("\n\n") if len(p) > 200]
+    assert len(paragraphs) == len(set(paragraphs)), "README.md repeats a paragraph"
+    assert "make test" in text and "make demo" in text
