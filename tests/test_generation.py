@@ -219,3 +219,32 @@ def test_prompt_with_attachment_codes_and_bundle_settings(bundle):
         resolve_settings("demo", "image", {"image": {"topk": 3}})
     with pytest.raises(ValueError, match="cannot output"):
         build_prompt_ids(bundle, "x", output_modality="video")
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.0, 3.0])
+def test_classifier_free_guidance_follows_its_formula(bundle, scale):
+    """Greedy first image code under guidance = argmax over the allowed codes of
+    scale * (log p(·|request) - log p(·|empty request)) + log p(·|empty request)."""
+    from anygpt.inference.constraints import rules_from_bundle
+    from anygpt.inference.generation import build_prompt_ids, generate_batch
+    from anygpt.inference.settings import GenerationSettings
+
+    codes = torch.tensor(list(bundle.layout.code_range("image"))[: rules_from_bundle(bundle)["image"].n_codes])
+    head = bundle.model.get_output_embeddings().weight
+    saved = head.data.clone()
+    try:  # grown rows start as one mean vector (all codes tie): give them their own directions
+        head.data[codes] += torch.randn(len(codes), head.shape[1], generator=torch.Generator().manual_seed(0))
+        prompts = [build_prompt_ids(bundle, t, output_modality="image") for t in ("a red circle", "one two", "hello")]
+        replies = generate_batch(bundle, prompts, "image", GenerationSettings(max_new_tokens=8, do_sample=False, guidance_scale=scale))
+        _check(bundle, replies, "image")
+        empty = build_prompt_ids(bundle, "", output_modality="image")
+        changed = []
+        with torch.no_grad():
+            uncond = torch.log_softmax(bundle.model(torch.tensor([empty])).logits[0, -1].float(), -1)[codes]
+            for p, r in zip(prompts, replies):
+                cond = torch.log_softmax(bundle.model(torch.tensor([p])).logits[0, -1].float(), -1)[codes]
+                assert r[1] == int(codes[(scale * (cond - uncond) + uncond).argmax()])
+                changed.append(r[1] != int(codes[cond.argmax()]))
+        assert any(changed) == (scale != 1.0)  # the guidance did change choices (so this test can fail)
+    finally:
+        head.data.copy_(saved)

@@ -28,7 +28,8 @@ Generator = Callable[[Any, list[list[int]], str, dict], list[list[int]]]
 # Keys are the fields of anygpt.inference.settings.GenerationSettings; every preset spells all of
 # them out so that the settings written into each result are the ones used.
 MAX_NEW_TOKENS = {"text": 64, "image": 300, "speech": 400, "music": 600}
-GREEDY = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1}
+GREEDY = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1,
+          "guidance_scale": 1.0}
 SAMPLE_T1 = {**GREEDY, "do_sample": True}
 _MODS = ("text", "image", "speech", "music")
 PRESETS: dict[str, dict[str, dict]] = {

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
+from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
 from anygpt.data.templates import MediaCodes, Message
@@ -129,8 +130,14 @@ def generate_batch(
     config = _generation_config(bundle, settings, output_modality, pad)
     processor = make_processor(bundle, output_modality)
     processor.max_length = T + config.max_new_tokens
+    processors = [processor]
+    if output_modality in MEDIA and settings.guidance_scale != 1.0:
+        # the unconditional branch: the same turn with an empty request, forced into the same modality
+        empty = torch.tensor([build_prompt_ids(bundle, "", output_modality=output_modality)] * len(prompts))
+        processors.insert(0, UnbatchedClassifierFreeGuidanceLogitsProcessor(
+            settings.guidance_scale, model, empty.to(device), torch.ones_like(empty).to(device)))
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                         logits_processor=LogitsProcessorList([processor]), streamer=streamer)
+                         logits_processor=LogitsProcessorList(processors), streamer=streamer)
     stop_turn = set(bundle.template.stop_token_ids(bundle.layout, bundle.tokenizer))
     starts = {layout.start_id(m) for m in layout.modality_names}
     replies = []

@@ -25,6 +25,9 @@ class GenerationSettings:
     top_k: int = 50
     repetition_penalty: float = 1.0
     num_beams: int = 1
+    # classifier-free guidance for media replies: > 1 pushes the reply away from what the model would
+    # produce for an empty request (the modality's prior) towards what this request asks; 1 = off
+    guidance_scale: float = 1.0
 
     def updated(self, overrides: dict[str, Any] | None) -> "GenerationSettings":
         """A copy with ``overrides`` applied; unknown keys raise naming the known ones."""
