@@ -71,6 +71,18 @@ def test_manifests_splits_and_media(corpus):
         assert r["attributes"]["colour"] in r["text"] and r["attributes"]["shape"] in r["text"]
 
 
+def test_shapes_sit_near_the_centre_inside_the_picture():
+    from anygpt.data.shapes import JITTER, shape_box
+
+    rng = random.Random(0)
+    for frac in [0.2, 0.4, 0.6, 0.8, 1.0] * 40:
+        x0, y0, side = shape_box(rng, 64, frac)
+        assert side == max(12, round(64 * frac)) and 0 <= x0 <= 64 - side and 0 <= y0 <= 64 - side
+        assert abs(x0 - (64 - side) // 2) <= 64 * JITTER and abs(y0 - (64 - side) // 2) <= 64 * JITTER
+    offsets = {shape_box(rng, 64, 0.5)[:2] for _ in range(200)}
+    assert len(offsets) > 20  # positions still vary
+
+
 def test_analyse_image_recovers_colour_and_shape():
     n, ok = 400, 0
     for i in range(n):

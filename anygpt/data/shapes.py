@@ -33,6 +33,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "grey": (200, 200, 200)}
+JITTER = 0.0625  # shapes sit within ±4 px of the centre on a 64 px image
 _MASK_GRID = 24  # side of the normalised mask compared against the canonical shapes
 
 
@@ -103,15 +104,24 @@ _CAPTIONS = (
 )
 
 
+def shape_box(rng: random.Random, size: int, frac: float) -> tuple[int, int, int]:
+    """(x0, y0, side) of a shape whose side is ``frac`` of the image, near the centre: jitter up to
+    ±``JITTER`` of the image side. A position anywhere in the picture would make a tiny model spend
+    its budget on where the shape is rather than what it is."""
+    side = max(12, int(round(size * frac)))
+    j = int(round(size * JITTER))
+    x0 = min(max(0, (size - side) // 2 + rng.randint(-j, j)), size - side)
+    y0 = min(max(0, (size - side) // 2 + rng.randint(-j, j)), size - side)
+    return x0, y0, side
+
+
 def draw_shape_item(rng: random.Random, size: int = 64) -> ShapeItem:
     """A random shape/colour/background/size/position with a caption drawn from a few phrasings."""
     shape = rng.choice(SHAPES)
     colour = rng.choice(list(COLOURS))
     bg = rng.choice(list(BACKGROUNDS))
     frac = rng.uniform(0.4, 0.8)
-    side = max(12, int(round(size * frac)))
-    x0 = rng.randint(0, size - side)
-    y0 = rng.randint(0, size - side)
+    x0, y0, side = shape_box(rng, size, frac)
     sz = "small" if frac < 0.6 else "large"
     caption = rng.choice(_CAPTIONS).format(colour=colour, shape=shape, sz=sz, bg=bg)
     image = render_shape(shape, colour, size, (x0, y0, side), bg)

@@ -245,14 +245,13 @@ class CorpusImageGenerator(MediaGenerator):
 
     def render(self, description, path, rng):
         from anygpt.data.corpus import _write_png
-        from anygpt.data.shapes import COLOURS, SHAPES, render_shape
+        from anygpt.data.shapes import COLOURS, SHAPES, render_shape, shape_box
 
         shape = _word(description, SHAPES) or rng.choice(SHAPES)
         colour = _word(description, list(COLOURS)) or rng.choice(list(COLOURS))
         frac = rng.uniform(0.4, 0.58) if "small" in description.lower() else rng.uniform(0.6, 0.8)
-        side = int(round(self.size * frac))
         bg = "grey" if re.search(r"\bgr[ae]y background", description.lower()) else "white"
-        box = (rng.randint(0, self.size - side), rng.randint(0, self.size - side), side)
+        box = shape_box(rng, self.size, frac)
         _write_png(render_shape(shape, colour, self.size, box, bg), path)
 
 
