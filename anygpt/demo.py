@@ -44,13 +44,13 @@ class DemoConfig:
     # images and speech are where generalisation is hard (shape from patch codes, words from mel codes):
     # many distinct items, seen a few times each, beat a small set memorised
     n_train: dict[str, int] = field(default_factory=lambda: {"image": 3000, "speech": 1500, "music": 300})
-    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.55, "speech": 0.33, "music": 0.12})
+    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.38, "music": 0.12})
     # share of text→media pairs. With loss on every token (below) each pair also trains its media codes,
     # so the direction only decides whether the text comes first (generation) or last (recognition)
     t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.15, "music": 0.5})
     # pretraining pairs carry loss on every token, not only on the response: the forward pass over the
     # input media is paid for anyway, and predicting its codes teaches the model the shapes' layout
-    # (image→text shape accuracy 0.80 → 0.95 at the same cost); SFT keeps loss on assistant turns
+    # (image→text shape accuracy 0.80 → 0.95 at the same cost); the SFT conversations keep loss on replies only
     pretrain_loss_on: str = "all"
     pretrain_samples: int = 12000
     n_eval: int = 40

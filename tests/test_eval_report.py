@@ -81,6 +81,9 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     assert "| `image_to_text.attribute_accuracy` | 0.9700 | 20 | >= 0.95 | pass |" in md
     assert "| `text_to_image.attribute_accuracy` | 0.7000 | 20 | >= 0.75 | FAIL |" in md
     assert "| `music_to_text.instrument_accuracy` | 0.5000 | 8 | >= 0.8 | FAIL |" in md
+    missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]  # each missed target says why, and only those
+    assert "`text_to_image.attribute_accuracy`:" in missed and "`music_to_text.instrument_accuracy`:" in missed
+    assert "image_to_text" not in missed
     assert (rd / "loss_curves.png").read_bytes()[:4] == b"\x89PNG" and out["loss_curves"] == rd / "loss_curves.png"
     page = (rd / "report.html").read_text()
     import re
@@ -89,4 +92,4 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     assert any(s.endswith(".wav") for s in srcs) and sum(s.endswith(".png") for s in srcs) >= 4
     for s in srcs:  # self-contained: every referenced file is inside the report folder
         assert not Path(s).is_absolute() and (rd / s).is_file(), s
-    assert "class='FAIL'" in page and "612.5" in page
+    assert "class='FAIL'" in page and "612.5" in page and "Targets not reached" in page
