@@ -3,7 +3,6 @@ forced modalities are obeyed, batches and beams keep per-row state."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -11,8 +10,6 @@ from hypothesis import strategies as st
 
 from anygpt.inference.constraints import ModalityLogitsProcessor, SpanRule
 from anygpt.vocab import VocabLayout
-
-
 
 
 BASE = 40
@@ -246,5 +243,8 @@ def test_classifier_free_guidance_follows_its_formula(bundle, scale):
                 assert r[1] == int(codes[(scale * (cond - uncond) + uncond).argmax()])
                 changed.append(r[1] != int(codes[cond.argmax()]))
         assert any(changed) == (scale != 1.0)  # the guidance did change choices (so this test can fail)
+        beams = generate_batch(bundle, prompts[:2], "image", GenerationSettings(max_new_tokens=8, do_sample=False, num_beams=3,
+                                                                              guidance_scale=scale))
+        _check(bundle, beams, "image")  # beams multiply the rows: the unconditional branch must match them
     finally:
         head.data.copy_(saved)

@@ -132,8 +132,10 @@ def generate_batch(
     processor.max_length = T + config.max_new_tokens
     processors = [processor]
     if output_modality in MEDIA and settings.guidance_scale != 1.0:
-        # the unconditional branch: the same turn with an empty request, forced into the same modality
-        empty = torch.tensor([build_prompt_ids(bundle, "", output_modality=output_modality)] * len(prompts))
+        # the unconditional branch: the same turn with an empty request, forced into the same modality;
+        # one row per generated row (beam search runs num_beams rows per prompt)
+        rows = len(prompts) * settings.num_beams
+        empty = torch.tensor([build_prompt_ids(bundle, "", output_modality=output_modality)] * rows)
         processors.insert(0, UnbatchedClassifierFreeGuidanceLogitsProcessor(
             settings.guidance_scale, model, empty.to(device), torch.ones_like(empty).to(device)))
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
