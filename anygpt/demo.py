@@ -44,7 +44,7 @@ class DemoConfig:
     # images and speech are where generalisation is hard (shape from patch codes, words from mel codes):
     # many distinct items, seen a few times each, beat a small set memorised
     n_train: dict[str, int] = field(default_factory=lambda: {"image": 3000, "speech": 1500, "music": 300})
-    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.38, "music": 0.12})
+    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.42, "music": 0.08})
     # share of text→media pairs. With loss on every token (below) each pair also trains its media codes,
     # so the direction only decides whether the text comes first (generation) or last (recognition)
     t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.15, "music": 0.5})

@@ -3,6 +3,8 @@ forced modalities are obeyed, batches and beams keep per-row state."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -248,3 +250,47 @@ def test_classifier_free_guidance_follows_its_formula(bundle, scale):
         _check(bundle, beams, "image")  # beams multiply the rows: the unconditional branch must match them
     finally:
         head.data.copy_(saved)
+
+
+def test_read_back_scores_are_the_models_own_caption_likelihood(bundle):
+    """log p(text | media) of each pair = minus the summed loss transformers computes for the
+    media→text turn, whatever else is in the padded batch."""
+    from anygpt.data.instructions import POOLS
+    from anygpt.data.templates import MediaCodes, Message
+    from anygpt.inference.generation import read_back_scores
+
+    codes = [[1, 2, 3, 4] * 4, [5, 0] * 8, [7] * 16]
+    texts = ["a red circle", "a large blue star on a grey background", "x"]
+    scores = read_back_scores(bundle, "image", codes, texts)
+    assert scores == pytest.approx(read_back_scores(bundle, "image", codes, texts, batch_size=1), abs=1e-4)
+    for c, t, s in zip(codes, texts, scores):
+        r = bundle.template.render([Message("user", [POOLS[("image", "x2t")][0] + " ", MediaCodes("image", c)]),
+                                    Message("assistant", t)], bundle.tokenizer, bundle.layout, loss_on="assistant")
+        n = sum(1 for x in r.labels[1:] if x != -100)
+        assert n > len(bundle.tokenizer(t, add_special_tokens=False)["input_ids"])  # the text and its end of turn
+        with torch.no_grad():
+            loss = bundle.model(torch.tensor([r.input_ids]), labels=torch.tensor([r.labels])).loss
+        assert s == pytest.approx(-float(loss) * n, rel=1e-4)
+
+
+def test_best_of_keeps_the_sample_that_reads_back_best(bundle):
+    from anygpt.inference.generation import build_prompt_ids, generate_batch, read_back_scores
+    from anygpt.inference.settings import GenerationSettings
+
+    texts = ["a red circle", "a green square"]
+    prompts = [build_prompt_ids(bundle, t, output_modality="image") for t in texts]
+    plain = GenerationSettings(max_new_tokens=40, temperature=1.5, top_k=0)
+    best = generate_batch(bundle, prompts, "image", replace(plain, best_of=4), seed=3, requests=texts)
+    _check(bundle, best, "image")
+    # the same draw, unranked: prompts repeated best_of times under the same seed
+    many = generate_batch(bundle, [p for p in prompts for _ in range(4)], "image", plain, seed=3)
+    codes = [c for r in many for kind, c in bundle.layout.split_ids(r) if kind == "image"]
+    scores = read_back_scores(bundle, "image", codes, [t for t in texts for _ in range(4)])
+    for i in range(2):
+        group = many[4 * i: 4 * i + 4]
+        assert len({tuple(g) for g in group}) > 1  # the candidates differ, so the choice matters
+        assert best[i] == group[max(range(4), key=lambda k: scores[4 * i + k])]
+    with pytest.raises(ValueError, match="request text"):
+        generate_batch(bundle, prompts, "image", replace(plain, best_of=2))
+    with pytest.raises(ValueError, match="needs do_sample"):
+        generate_batch(bundle, prompts, "image", replace(plain, best_of=2, do_sample=False), requests=texts)

@@ -123,11 +123,15 @@ def _encode(ctx: _Ctx, modality: str, items: Sequence[EvalItem]) -> list[tuple[E
     return out
 
 
-def _generate(ctx: _Ctx, prompts: list[list[int]], output_modality: str) -> list[list[int]]:
+def _generate(ctx: _Ctx, prompts: list[list[int]], output_modality: str,
+              requests: Sequence[str] | None = None) -> list[list[int]]:
+    """Generated ids per prompt, in batches; ``requests``: the text each prompt asks for (text → media)."""
     settings = ctx.settings[output_modality]
     out: list[list[int]] = []
-    for batch in _chunks(prompts, ctx.cfg.batch_size):
-        out += [list(map(int, g)) for g in ctx.generate(ctx.bundle, list(batch), output_modality, settings)]
+    for k in range(0, len(prompts), ctx.cfg.batch_size):
+        batch = list(prompts[k:k + ctx.cfg.batch_size])
+        asked = None if requests is None else list(requests[k:k + ctx.cfg.batch_size])
+        out += [list(map(int, g)) for g in ctx.generate(ctx.bundle, batch, output_modality, settings, requests=asked)]
     return out
 
 
@@ -140,7 +144,7 @@ def _to_text(ctx: _Ctx, modality: str, codes: Sequence[Sequence[int]]) -> list[s
 def _to_media(ctx: _Ctx, modality: str, texts: Sequence[str]) -> list[list[int]]:
     """Texts → generated codes of ``modality``."""
     prompts = [build_prompt(ctx.bundle, task_content(t, "text", modality, ctx.rng), modality) for t in texts]
-    return [media_codes(ctx.bundle, modality, g) for g in _generate(ctx, prompts, modality)]
+    return [media_codes(ctx.bundle, modality, g) for g in _generate(ctx, prompts, modality, requests=texts)]
 
 
 def _decode(ctx: _Ctx, modality: str, items: Sequence[EvalItem], codes: Sequence[Sequence[int]]) -> list[tuple[EvalItem, list[int], Any]]:

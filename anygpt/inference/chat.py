@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -136,7 +136,10 @@ class ChatSession:
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
         seed = None if self.seed is None else self.seed + self.turn  # reproducible, but not the same draw every turn
-        [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=seed)
+        request = " ".join(c for c in content if isinstance(c, str)).strip()
+        if settings.best_of > 1 and not (output in MEDIA and request):
+            settings = replace(settings, best_of=1)  # read-back ranks media made from a text request
+        [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=seed, requests=[request])
         self.turn += 1
         reply = self._render_reply(ids, voice_prompt)
         self.history += [user, Message("assistant", self._assistant_content(ids))]

@@ -6,7 +6,8 @@ Two entry points:
   rendered with the bundle's own template, optionally forcing the reply's modality.
 - :func:`generate_batch`: left-pads a batch of prompts and generates under the
   :class:`~anygpt.inference.constraints.ModalityLogitsProcessor`; each row keeps its own span
-  state. Returns each row's reply ids, ready for ``layout.split_ids``.
+  state. Returns each row's reply ids, ready for ``layout.split_ids``. With ``best_of`` > 1 a
+  media reply is the best of that many samples by :func:`read_back_scores`.
 
 Example::
 
@@ -18,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -25,7 +27,8 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
-from anygpt.data.templates import MediaCodes, Message
+from anygpt.data.instructions import POOLS
+from anygpt.data.templates import IGNORE_INDEX, MediaCodes, Message
 from anygpt.inference.constraints import ModalityLogitsProcessor, rules_from_bundle
 from anygpt.inference.settings import GenerationSettings
 
@@ -104,18 +107,23 @@ def generate_batch(
     settings: GenerationSettings,
     streamer: BaseStreamer | None = None,
     seed: int | None = None,
+    requests: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Generate a reply for each prompt (one batch, left-padded; each row its own span state).
 
     A reply is the generated ids, preceded by the start marker when the prompt ended with one
     (so ``layout.split_ids(reply)`` sees the whole span) and without the trailing end of turn
     or padding. ``output_modality``: None (free: text and any media), ``"text"`` (no media) or a
-    media modality (its start marker must end the prompt: see :func:`build_prompt_ids`)."""
+    media modality (its start marker must end the prompt: see :func:`build_prompt_ids`).
+    ``requests``: the text each prompt asks for, needed by ``settings.best_of`` > 1 (media output),
+    which samples that many replies per prompt and keeps the one whose read-back scores highest."""
     if not prompts:
         return []
     check_output_modality(bundle, output_modality)
     if seed is not None:
         torch.manual_seed(seed)
+    if output_modality in MEDIA and settings.best_of > 1:
+        return _best_of(bundle, prompts, output_modality, settings, requests)
     model, layout = bundle.model, bundle.layout
     pad = pad_id_of(bundle.tokenizer)
     device = next(model.parameters()).device
@@ -156,6 +164,51 @@ def generate_batch(
             reply = [int(p[-1])] + reply
         replies.append(reply)
     return replies
+
+
+def _best_of(bundle: Any, prompts: Sequence[Sequence[int]], modality: str, settings: GenerationSettings,
+             requests: Sequence[str] | None) -> list[list[int]]:
+    n = settings.best_of
+    if not settings.do_sample:
+        raise ValueError("best_of > 1 needs do_sample: greedy candidates would all be the same")
+    if requests is None or len(requests) != len(prompts):
+        raise ValueError(f"best_of > 1 needs the request text of each of the {len(prompts)} prompts (requests=…)")
+    many = generate_batch(bundle, [p for p in prompts for _ in range(n)], modality, replace(settings, best_of=1))
+    codes = [[c for kind, part in bundle.layout.split_ids(r) if kind == modality for c in part] for r in many]
+    scores = read_back_scores(bundle, modality, codes, [t for t in requests for _ in range(n)])
+    return [many[max(range(i * n, (i + 1) * n), key=scores.__getitem__)] for i in range(len(prompts))]
+
+
+@torch.inference_mode()
+def read_back_scores(bundle: Any, modality: str, codes: Sequence[Sequence[int]], texts: Sequence[str],
+                     batch_size: int = 32) -> list[float]:
+    """log p(text | media) per pair: how likely the model is to caption (or transcribe) each media
+    item as its text, in the media→text alignment turn it was trained on (the first phrasing of the
+    modality's instruction pool). Used to rank sampled candidates for one request: the text is
+    the same across them, so the sum over its tokens (and the end of turn) compares them fairly."""
+    instruction = POOLS[(modality, "x2t")][0]
+    rows = [bundle.template.render([Message("user", [instruction + " ", MediaCodes(modality, list(c))]),
+                                    Message("assistant", t)], bundle.tokenizer, bundle.layout, loss_on="assistant")
+            for c, t in zip(codes, texts)]
+    model = bundle.model
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        T = max(len(r.input_ids) for r in chunk)
+        ids = torch.full((len(chunk), T), pad_id_of(bundle.tokenizer), dtype=torch.long)
+        labels = torch.full((len(chunk), T), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chunk), T), dtype=torch.long)
+        for i, r in enumerate(chunk):
+            ids[i, :len(r.input_ids)] = torch.tensor(r.input_ids)
+            labels[i, :len(r.labels)] = torch.tensor(r.labels)
+            mask[i, :len(r.input_ids)] = 1
+        logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)[:, :-1]
+        target = labels[:, 1:].to(device)
+        keep = target != IGNORE_INDEX
+        picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        scores += (picked * keep).sum(-1).tolist()
+    return scores
 
 
 class TextCallbackStreamer(BaseStreamer):

@@ -2,7 +2,7 @@
 
 ``reference`` is the released AnyGPT configs (sampling, top-k 50/200, repetition penalty 1.05 for
 speech and 1.15 for music, beam 5 + sampling for chat text); ``demo`` suits the tiny embedded
-models (shorter outputs, a little cooler). A bundle's ``anygpt_generation.json`` overrides the
+models (shorter outputs, a little cooler, images the best of 8 by read-back). A bundle's ``anygpt_generation.json`` overrides the
 preset per modality: ``{"image": {"temperature": 0.8}, ...}``.
 """
 
@@ -28,6 +28,10 @@ class GenerationSettings:
     # classifier-free guidance for media replies: > 1 pushes the reply away from what the model would
     # produce for an empty request (the modality's prior) towards what this request asks; 1 = off
     guidance_scale: float = 1.0
+    # media replies from a text request: sample this many candidates and keep the one the model itself
+    # reads back as the request (highest likelihood of the request text as the candidate's caption or
+    # transcript, the media→text direction it was trained on); 1 = off. Needs sampling.
+    best_of: int = 1
 
     def updated(self, overrides: dict[str, Any] | None) -> "GenerationSettings":
         """A copy with ``overrides`` applied; unknown keys raise naming the known ones."""
@@ -55,7 +59,7 @@ PRESETS: dict[str, dict[str, GenerationSettings]] = {
     },
     "demo": {
         "text": GenerationSettings(max_new_tokens=64, temperature=0.7, top_k=40, top_p=0.9, repetition_penalty=1.1),
-        "image": GenerationSettings(max_new_tokens=300, temperature=0.9, top_k=50),
+        "image": GenerationSettings(max_new_tokens=300, temperature=0.9, top_k=50, best_of=8),
         "speech": GenerationSettings(max_new_tokens=400, temperature=0.9, top_k=50, repetition_penalty=1.05),
         "music": GenerationSettings(max_new_tokens=600, temperature=1.0, top_k=100, repetition_penalty=1.1),
     },
