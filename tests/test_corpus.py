@@ -33,8 +33,8 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(corpus, tmp_path):
     root, _ = corpus
-    again = tmp_path / "again"
-    build_corpus(again, COUNTS, n_eval=3, seed=7, n_conversations=40, music_seconds=1.5)
+    again = tmp_path / "again"  # drawn in two processes: the same bytes as drawn in one
+    build_corpus(again, COUNTS, n_eval=3, seed=7, n_conversations=40, music_seconds=1.5, workers=2)
     assert _digest(again) == _digest(root)
     other = tmp_path / "other"
     build_corpus(other, {"image": 3, "speech": 1, "music": 1}, n_eval=0, seed=8, music_seconds=1.5)

@@ -28,8 +28,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -201,13 +205,15 @@ def build_corpus(
     music_sample_rate: int = 16000,
     music_seconds: float = 3.0,
     progress: bool = False,
+    workers: int = 1,
 ) -> dict[str, dict[str, Path]]:
     """Write the corpus under ``out_dir`` and return ``{modality|"conversations": {split: manifest}}``.
 
     ``n_per_modality``: train items per modality (default 200 each; a modality missing from the
     dict, or 0, is left out).
     ``n_eval``: eval items per modality (an int for all, or a dict). ``n_conversations``: train
-    conversations (default: as many as image items; eval gets ``max(n_eval)``)."""
+    conversations (default: as many as image items; eval gets ``max(n_eval)``). ``workers`` > 1
+    draws the media in that many processes (each item has its own seed: the corpus is the same)."""
     out = Path(out_dir)
     counts = dict(n_per_modality) if n_per_modality is not None else {m: 200 for m in MODALITIES}
     unknown = set(counts) - set(MODALITIES)
@@ -218,18 +224,23 @@ def build_corpus(
                 "music_seconds": music_seconds}
     paths: dict[str, dict[str, Path]] = {}
     rows: dict[str, dict[str, list[dict]]] = {s: {} for s in SPLITS}
-    for modality in MODALITIES:
-        for split in SPLITS:
-            n = counts.get(modality, 0) if split == "train" else evals.get(modality, 0)
-            if n <= 0:
-                continue
-            it = range(n)
-            if progress:
-                from tqdm import tqdm
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:  # spawned, not forked: a parent's eSpeak state is not shared
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+        for modality in MODALITIES:
+            for split in SPLITS:
+                n = counts.get(modality, 0) if split == "train" else evals.get(modality, 0)
+                if n <= 0:
+                    continue
+                make = functools.partial(make_item, modality, split, out_dir=out, **settings)
+                it = pool.map(make, range(n), chunksize=16) if pool else map(make, range(n))
+                if progress:
+                    from tqdm import tqdm
 
-                it = tqdm(it, desc=f"{modality}/{split}", unit="item")
-            rows[split][modality] = [make_item(modality, split, i, out, **settings) for i in it]
-            paths.setdefault(modality, {})[split] = _write_jsonl(out / f"{modality}_{split}.jsonl", rows[split][modality])
+                    it = tqdm(it, total=n, desc=f"{modality}/{split}", unit="item")
+                rows[split][modality] = list(it)
+                paths.setdefault(modality, {})[split] = _write_jsonl(out / f"{modality}_{split}.jsonl", rows[split][modality])
     n_conv = {"train": n_conversations if n_conversations is not None else counts.get("image", 0),
               "eval": max(evals.values(), default=0)}
     for split in SPLITS:
