@@ -46,10 +46,10 @@ class DemoConfig:
     n_train: dict[str, int] = field(default_factory=lambda: {"image": 3000, "speech": 1500, "music": 300})
     # shares of the pretraining pairs: ASR is the slowest to learn (fresh held-out WER 0.16 at a speech share of
     # 0.38, 0.12 at 0.42); music reaches its target with a small share
-    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.46, "speech": 0.46, "music": 0.08})
+    mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.45, "music": 0.05})
     # share of text→media pairs. With loss on every token (below) each pair also trains its media codes,
     # so the direction only decides whether the text comes first (generation) or last (recognition)
-    t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.15, "music": 0.5})
+    t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.1, "music": 0.5})
     # pretraining pairs carry loss on every token, not only on the response: the forward pass over the
     # input media is paid for anyway, and predicting its codes teaches the model the shapes' layout
     # (image→text shape accuracy 0.80 → 0.95 at the same cost); the SFT conversations keep loss on replies only
