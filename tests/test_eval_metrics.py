@@ -86,3 +86,29 @@ def test_code_similarity():
     assert M.unigram_overlap([1, 1, 2], [1, 2, 2]) == pytest.approx(2 * 2 / 6)
     sim = M.code_similarity([[1, 2], [5]], [[1, 2], [6]])
     assert sim == pytest.approx({"code_edit_similarity": 0.5, "code_unigram_overlap": 0.5})
+
+
+def test_accuracy_interval_is_wilsons():
+    from anygpt.eval.metrics import accuracy_interval, with_intervals
+
+    lo, hi = accuracy_interval(0.94, 100)  # Wilson, z = 1.96: 0.875–0.972 (hand-computed)
+    assert lo == pytest.approx(0.8752, abs=1e-3) and hi == pytest.approx(0.9722, abs=1e-3)
+    assert accuracy_interval(1.0, 40)[1] == 1.0 and accuracy_interval(1.0, 40)[0] < 0.95  # never a zero-width interval
+    lo4, hi4 = accuracy_interval(0.94, 400)
+    assert lo < lo4 < 0.94 < hi4 < hi  # more items, narrower
+    m = with_intervals({"n": 100, "attribute_accuracy": 0.94, "bleu4": 0.3})
+    assert m["attribute_accuracy_ci95_low"] == pytest.approx(lo) and "bleu4_ci95_low" not in m
+
+
+def test_wer_interval_resamples_utterances():
+    from anygpt.eval.metrics import wer_interval, word_error_rate
+
+    refs = [f"the cat sat on mat {i}" for i in range(50)]
+    hyps = [r if i % 10 else "the dog sat" for i, r in enumerate(refs)]  # errors in one utterance of ten
+    wer = word_error_rate(refs, hyps, numbers_as_words=True)
+    lo, hi = wer_interval(refs, hyps, numbers_as_words=True)
+    assert lo < wer < hi and lo > 0.0
+    assert (lo, hi) == wer_interval(refs, hyps, numbers_as_words=True)  # seeded
+    assert wer_interval(refs, refs) == (0.0, 0.0)
+    lo2, hi2 = wer_interval(refs * 4, hyps * 4, numbers_as_words=True)
+    assert hi2 - lo2 < hi - lo

@@ -23,7 +23,8 @@ def _eval_dir(d: Path) -> Path:
     Image.new("RGB", (8, 8), "white").save(d / "asr_wer_histogram.png")
     dec = {"output_modality": "text", "do_sample": False, "preset": "default"}
     tasks = {
-        "image_to_text": ({"n": 20, "attribute_accuracy": 0.97, "bleu4": 0.5}, [{"id": "i1", "input": str(d / "in1.png"), "reference": "a blue square", "output": "a blue square"}], []),
+        "image_to_text": ({"n": 20, "attribute_accuracy": 0.97, "bleu4": 0.5, "attribute_accuracy_ci95_low": 0.85,
+                           "attribute_accuracy_ci95_high": 0.99}, [{"id": "i1", "input": str(d / "in1.png"), "reference": "a blue square", "output": "a blue square"}], []),
         "text_to_image": ({"n": 20, "attribute_accuracy": 0.70}, [{"id": "x1", "input": "a red circle", "output_media": "samples/text_to_image/x1.png", "recovered": {"colour": "red", "shape": "circle"}}], []),
         "asr": ({"n": 10, "wer": 0.05}, [{"id": "a", "input": "missing.wav", "reference": "hello world", "output": "hello world"}], ["asr_wer_histogram.png"]),
         "tts": ({"n": 10, "wer": 0.3, "asr": "own"}, [{"id": "s1", "input": "hello", "output_media": "samples/tts/s1.wav", "own_asr": "hello"}], []),
@@ -78,7 +79,8 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     md = (rd / "report.md").read_text()
     for section in ("## Metrics", "## Run", "## Decoding settings", "## Training loss", "## Samples", "## Plots", "## Chat with the model"):
         assert section in md, section
-    assert "| `image_to_text.attribute_accuracy` | 0.9700 | 20 | >= 0.95 | pass |" in md
+    assert "| `image_to_text.attribute_accuracy` | 0.9700 (0.85–0.99) | 20 | >= 0.95 | pass |" in md
+    assert "_ci95_" not in md.split("## Run")[0]  # intervals sit beside their metric, not as rows of their own
     assert "| `text_to_image.attribute_accuracy` | 0.7000 | 20 | >= 0.75 | FAIL |" in md
     assert "| `music_to_text.instrument_accuracy` | 0.5000 | 8 | >= 0.8 | FAIL |" in md
     missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]  # each missed target says why, and only those

@@ -1,8 +1,9 @@
 """Batched generation for evaluation: the adapter to inference, decoding presets, prompt building.
 
 The harness calls a *generator* ``(bundle, prompts, output_modality, settings, requests=None) ->
-list[list[int]]`` (``requests``: for text → media, the text each prompt asks for) returning, per prompt, the generated token ids (after the prompt; a leading start marker and a
-trailing stop/end marker may or may not be included). :func:`resolve_generator` takes
+list[list[int]]`` (``requests``: for text → media, the text each prompt asks for) returning, per
+prompt, the generated token ids (after the prompt; a leading start marker and a trailing stop/end
+marker may or may not be included). :func:`resolve_generator` takes
 ``anygpt.inference.generation.generate_batch`` when that exists (settings passed as its
 ``GenerationSettings``) and otherwise :func:`reference_generate_batch`, a small constrained
 ``model.generate`` kept here so evaluation works on its own.

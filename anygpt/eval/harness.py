@@ -242,6 +242,8 @@ def task_asr(ctx: _Ctx, items: Sequence[EvalItem]) -> TaskResult:
     refs = [it.references[0] for it in its]
     per = [M.utterance_wer(r, h, numbers_as_words=True) for r, h in zip(refs, hyps)]
     metrics = {"n": len(its), "wer": M.word_error_rate(refs, hyps, numbers_as_words=True) if its else 1.0}
+    if its:
+        metrics["wer_ci95_low"], metrics["wer_ci95_high"] = M.wer_interval(refs, hyps, numbers_as_words=True)
     ctx.notes.append(WER_NOTE)
     plot = ctx.cfg.out / "asr_wer_histogram.png"
     plots.histogram_png(per, plot, "ASR: per-utterance WER", "WER")
@@ -391,7 +393,7 @@ def evaluate_task(ctx: _Ctx, task: str) -> dict:
         metrics, examples, plot_files = {"n": 0}, [], []
     result = {
         "task": task,
-        "metrics": metrics,
+        "metrics": M.with_intervals(metrics),
         "n": metrics.get("n", 0),
         "decoding": {"output_modality": out_mod, **ctx.settings[out_mod], "preset": ctx.cfg.preset, "generator": ctx.generator_name},
         "seed": ctx.cfg.seed,

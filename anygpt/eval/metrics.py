@@ -107,6 +107,41 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str], number
     return sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps)) / total
 
 
+def wer_interval(references: Sequence[str], hypotheses: Sequence[str], numbers_as_words: bool = False,
+                 resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the corpus WER, resampling whole utterances (a model's errors
+    cluster in a few utterances, so words are not independent draws)."""
+    import numpy as np
+
+    edits = np.array([edit_distance(words(r, numbers_as_words), words(h, numbers_as_words)) for r, h in zip(references, hypotheses)], float)
+    n_words = np.array([len(words(r, numbers_as_words)) for r in references], float)
+    if len(edits) == 0 or n_words.sum() == 0:
+        return (0.0, 0.0)
+    idx = np.random.default_rng(seed).integers(0, len(edits), size=(resamples, len(edits)))
+    wer = edits[idx].sum(1) / np.maximum(n_words[idx].sum(1), 1.0)
+    lo, hi = np.quantile(wer, [0.025, 0.975])
+    return (float(lo), float(hi))
+
+
+def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on ``n`` items."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def with_intervals(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` plus ``<key>_ci95_low`` / ``_high`` for every ``*accuracy`` key (Wilson, over ``n``)."""
+    n = int(metrics.get("n", 0))
+    out = dict(metrics)
+    for k, v in metrics.items():
+        if k.endswith("accuracy") and isinstance(v, (int, float)):
+            out[f"{k}_ci95_low"], out[f"{k}_ci95_high"] = accuracy_interval(float(v), n)
+    return out
+
+
 # ---------------------------------------------------------------------------- BLEU / CIDEr
 
 def ngrams(tokens: Sequence[str], n: int) -> Counter:

@@ -219,13 +219,17 @@ def write_report(
 
     # ---- metrics table
     rows = []
-    for key in [*HEADLINE, *sorted(k for k in flat if k not in HEADLINE and not k.endswith(".n") and not k.startswith("run."))]:
+    others = sorted(k for k in flat if k not in HEADLINE and not k.endswith(".n") and not k.startswith("run.") and "_ci95_" not in k)
+    for key in [*HEADLINE, *others]:
         task = key.split(".")[0]
         if key not in flat and key not in TARGETS:
             continue
         val = flat.get(key)
+        shown = _fmt(val) if val is not None else "not run"
+        if f"{key}_ci95_low" in flat:
+            shown += f" ({flat[f'{key}_ci95_low']:.2f}–{flat[f'{key}_ci95_high']:.2f})"
         tgt = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
-        rows.append((key, _fmt(val) if val is not None else "not run", _fmt(flat.get(f"{task}.n", "")), tgt, target_status(key, val)))
+        rows.append((key, shown, _fmt(flat.get(f"{task}.n", "")), tgt, target_status(key, val)))
 
     # ---- samples
     sample_rows = []  # (task, input text/media, output text/media)
@@ -259,7 +263,7 @@ def write_report(
     errors = {t: len(r.get("errors", [])) for t, r in results.items() if r.get("errors")}
 
     # ---- markdown
-    md = [f"# {title}", "", "## Metrics (held-out data)", "", "| metric | value | n | target | status |", "|---|---|---|---|---|"]
+    md = [f"# {title}", "", "## Metrics (held-out data)", "", "| metric | value (95 % interval) | n | target | status |", "|---|---|---|---|---|"]
     md += [f"| `{k}` | {v} | {n} | {t} | {s} |" for k, v, n, t, s in rows]
     missed = [(k, MISSED[k]) for k, _, _, _, status in rows if status == "FAIL" and k in MISSED]
     if missed:
@@ -289,7 +293,7 @@ def write_report(
          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}.pass{color:#070}.FAIL{color:#b00;font-weight:bold}</style>",
          f"</head><body><h1>{e(title)}</h1>", "<h2>Metrics (held-out data)</h2>",
-         "<table><tr><th>metric</th><th>value</th><th>n</th><th>target</th><th>status</th></tr>"]
+         "<table><tr><th>metric</th><th>value (95 % interval)</th><th>n</th><th>target</th><th>status</th></tr>"]
     h += [f"<tr><td><code>{e(k)}</code></td><td>{e(v)}</td><td>{e(n)}</td><td>{e(t)}</td><td class='{e(s)}'>{e(s)}</td></tr>" for k, v, n, t, s in rows]
     h.append("</table>")
     if missed:
