@@ -49,7 +49,7 @@ class DemoConfig:
     mix: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.45, "music": 0.05})
     # share of text→media pairs. With loss on every token (below) each pair also trains its media codes,
     # so the direction only decides whether the text comes first (generation) or last (recognition)
-    t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.1, "music": 0.5})
+    t2x_prob: dict[str, float] = field(default_factory=lambda: {"image": 0.5, "speech": 0.1, "music": 0.7})
     # pretraining pairs carry loss on every token, not only on the response: the forward pass over the
     # input media is paid for anyway, and predicting its codes teaches the model the shapes' layout
     # (image→text shape accuracy 0.80 → 0.95 at the same cost); the SFT conversations keep loss on replies only
