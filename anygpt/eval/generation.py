@@ -14,7 +14,8 @@ of ``anygpt.inference.settings`` (``demo``, ``reference``…) are accepted too. 
 images (greedy decoding of the demo model always picks the background patch: issue 7, 0 %
 text→image with greedy, 65 % colour+shape sampled) and keeps the best of 8 samples at temperature
 0.8 by the model's own read-back of the request (``best_of``, see
-:func:`anygpt.inference.generation.read_back_scores`); ``sample`` is one plain sample.
+:func:`anygpt.inference.generation.read_back_scores`); text replies use 3 beams. ``greedy`` is
+greedy everywhere, ``sample`` one plain sample.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ GREEDY = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "rep
           "guidance_scale": 1.0, "best_of": 1}
 SAMPLE_T1 = {**GREEDY, "do_sample": True}
 BEST_OF_8 = {**SAMPLE_T1, "temperature": 0.8, "best_of": 8}
+BEAM_3 = {**GREEDY, "num_beams": 3}
 _MODS = ("text", "image", "speech", "music")
 PRESETS: dict[str, dict[str, dict]] = {
     # images: the best of 8 samples at temperature 0.8 by the model's own reading of them (demo models, 160
     # fresh held-out prompts: 0.64–0.66 colour+shape with one sample at temperature 1 → 0.79–0.81)
-    "default": {m: {**{"image": BEST_OF_8, "music": SAMPLE_T1}.get(m, GREEDY), "max_new_tokens": MAX_NEW_TOKENS[m]}
+    # text (captions, transcripts): beam search, 3 beams. Greedy transcripts of the demo models sometimes ran
+    # on past the sentence (WER 3 on one utterance); beams ended them: WER 0.13–0.15 → 0.10–0.13 and captions
+    # as good or better, on three models and 160 held-out items never used for choosing
+    "default": {m: {**{"image": BEST_OF_8, "music": SAMPLE_T1, "text": BEAM_3}.get(m, GREEDY), "max_new_tokens": MAX_NEW_TOKENS[m]}
                 for m in _MODS},
     "greedy": {m: {**GREEDY, "max_new_tokens": MAX_NEW_TOKENS[m]} for m in _MODS},
     "sample": {m: {**SAMPLE_T1, "max_new_tokens": MAX_NEW_TOKENS[m]} for m in _MODS},
