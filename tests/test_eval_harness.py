@@ -205,8 +205,10 @@ def test_eval_cli_end_to_end_writes_every_task(tiny_bundle_dir, corpus_dir, tmp_
         assert per["examples"] and all(math.isfinite(v) for v in per["metrics"].values() if isinstance(v, float))
         for plot in per["plots"]:
             assert (out / plot).read_bytes()[:4] == b"\x89PNG"
-    # images are sampled at T=1 (greedy picks the background patch); speech follows the bundle's settings
-    assert results["text_to_image"]["decoding"]["do_sample"] is True and results["text_to_image"]["decoding"]["temperature"] == 1.0
+    # images are sampled (greedy picks the background patch), the best of 8; text uses beams; speech follows the bundle
+    t2i = results["text_to_image"]["decoding"]
+    assert t2i["do_sample"] is True and t2i["temperature"] == 0.8 and t2i["best_of"] == 8
+    assert results["asr"]["decoding"]["num_beams"] == 3 and results["asr"]["decoding"]["do_sample"] is False
     assert results["tts"]["decoding"]["max_new_tokens"] == 20
     # the broken wav and the malformed manifest line are recorded, not fatal
     asr = json.loads((out / "asr.json").read_text())
