@@ -125,6 +125,16 @@ def pad_batch(samples: Sequence[Sample], pad_id: int, max_len: int | None = None
     return batch
 
 
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position next-token loss ``(B, T-1)`` (0 where no label) and the validity mask."""
+    target = labels[:, 1:]
+    valid = target != IGNORE_INDEX
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
+    ).view_as(target)
+    return loss * valid, valid
+
+
 def model_inputs(batch: dict[str, torch.Tensor], dtype: torch.dtype, attention: str = "mask") -> dict[str, torch.Tensor]:
     """The keyword arguments for ``model(...)`` from a collated batch.
 

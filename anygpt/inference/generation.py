@@ -28,7 +28,8 @@ from transformers.generation.logits_process import UnbatchedClassifierFreeGuidan
 from transformers.generation.streamers import BaseStreamer
 
 from anygpt.data.instructions import POOLS
-from anygpt.data.templates import IGNORE_INDEX, MediaCodes, Message
+from anygpt.data.packing import Sample, pad_batch, token_losses
+from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.constraints import ModalityLogitsProcessor, rules_from_bundle
 from anygpt.inference.settings import GenerationSettings
 
@@ -190,24 +191,14 @@ def read_back_scores(bundle: Any, modality: str, codes: Sequence[Sequence[int]],
     rows = [bundle.template.render([Message("user", [instruction + " ", MediaCodes(modality, list(c))]),
                                     Message("assistant", t)], bundle.tokenizer, bundle.layout, loss_on="assistant")
             for c, t in zip(codes, texts)]
-    model = bundle.model
-    device = next(model.parameters()).device
+    samples = [Sample(r.input_ids, r.labels) for r in rows]
+    device = next(bundle.model.parameters()).device
     scores: list[float] = []
-    for k in range(0, len(rows), batch_size):
-        chunk = rows[k:k + batch_size]
-        T = max(len(r.input_ids) for r in chunk)
-        ids = torch.full((len(chunk), T), pad_id_of(bundle.tokenizer), dtype=torch.long)
-        labels = torch.full((len(chunk), T), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(chunk), T), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            ids[i, :len(r.input_ids)] = torch.tensor(r.input_ids)
-            labels[i, :len(r.labels)] = torch.tensor(r.labels)
-            mask[i, :len(r.input_ids)] = 1
-        logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)[:, :-1]
-        target = labels[:, 1:].to(device)
-        keep = target != IGNORE_INDEX
-        picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        scores += (picked * keep).sum(-1).tolist()
+    for k in range(0, len(samples), batch_size):
+        batch = pad_batch(samples[k:k + batch_size], pad_id_of(bundle.tokenizer))
+        logits = bundle.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        loss, _ = token_losses(logits, batch["labels"].to(device))
+        scores += (-loss.sum(-1)).tolist()
     return scores
 
 

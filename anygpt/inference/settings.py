@@ -2,8 +2,8 @@
 
 ``reference`` is the released AnyGPT configs (sampling, top-k 50/200, repetition penalty 1.05 for
 speech and 1.15 for music, beam 5 + sampling for chat text); ``demo`` suits the tiny embedded
-models (shorter outputs, a little cooler, images the best of 8 by read-back). A bundle's ``anygpt_generation.json`` overrides the
-preset per modality: ``{"image": {"temperature": 0.8}, ...}``.
+models (shorter outputs, a little cooler, images the best of 8 by read-back). A bundle's
+``anygpt_generation.json`` overrides the preset per modality: ``{"image": {"temperature": 0.8}, ...}``.
 """
 
 from __future__ import annotations

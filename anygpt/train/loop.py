@@ -27,14 +27,14 @@ import torch.distributed as dist
 
 from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, load_dataset_dir
-from anygpt.data.packing import model_inputs
+from anygpt.data.packing import model_inputs, token_losses
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
 from anygpt.train import checkpoint
 from anygpt.train.config import TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
-from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses, token_losses
+from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
 from anygpt.utils import seed_everything
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

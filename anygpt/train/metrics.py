@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from anygpt.data.templates import IGNORE_INDEX
 
 
 def default_peak_flops() -> float:
@@ -29,16 +28,6 @@ def default_peak_flops() -> float:
             return 312e12
         return 100e12
     return 1e12
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position next-token loss ``(B, T-1)`` (0 where no label) and the validity mask."""
-    target = labels[:, 1:]
-    valid = target != IGNORE_INDEX
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
-    ).view_as(target)
-    return loss * valid, valid
 
 
 class GroupedLoss:
