@@ -11,6 +11,15 @@ Examples:
   anygpt eval --model M --data D --out E --tasks text_to_image --preset sample --clip-model ~/models/clip
   anygpt eval --model M --data D --out E --tasks tts --asr-model ~/models/whisper-tiny
   anygpt eval --model M --data D --out E --report E/report --train-log pretrain=run1/metrics.jsonl --train-log sft=run2/metrics.jsonl
+
+The paper's benchmarks (--benchmark; --data is then the data set's own folder in its published
+layout, see docs/evaluation.md; decoding follows the paper unless --decoding overrides it; a
+killed run resumes where it stopped when rerun with the same --out):
+  anygpt eval --benchmark coco-caption --model M --data ~/data/coco --out E
+  anygpt eval --benchmark coco-t2i --model M --data ~/data/coco --out E --subset 30000 --models-dir ~/models
+  anygpt eval --benchmark librispeech-asr --model M --data ~/data/LibriSpeech --out E --limit 200
+  anygpt eval --benchmark vctk-tts --model M --data ~/data/VCTK-Corpus-0.92 --out E --whisper-model ~/models/whisper-medium
+  anygpt eval --benchmark musiccaps-t2m --model M --data ~/data/musiccaps --out E --decoding music.top_k=200
 """
 
 from __future__ import annotations
@@ -43,9 +52,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training metrics.jsonl for the report's loss curves (repeat per stage)")
     p.add_argument("--asr-model", type=Path, help="local transformers ASR model dir (e.g. Whisper) to score TTS as well")
     p.add_argument("--clip-model", type=Path, help="local CLIP model dir to add a CLIP score to text_to_image")
+    from anygpt.eval.benchmarks import BENCHMARKS
+
+    b = p.add_argument_group("paper benchmarks")
+    b.add_argument("--benchmark", choices=list(BENCHMARKS), help="run one of the paper's benchmarks on --data in its published layout")
+    b.add_argument("--subset", type=int, help="coco-t2i: size of the fixed random caption subset (default 30000, the paper's)")
+    b.add_argument("--decoding", action="append", default=[], metavar="MODALITY.SETTING=VALUE",
+                   help="override one of the paper's decoding settings, e.g. text.num_beams=3 (repeatable)")
+    b.add_argument("--models-dir", type=Path, default=Path("models"),
+                   help="folder holding the judge models under their hub names (default ./models)")
+    b.add_argument("--whisper-model", type=Path, help="local Whisper dir (vctk-tts WER; default MODELS_DIR/whisper-medium)")
+    b.add_argument("--wavlm-model", type=Path, help="local WavLMForXVector dir (vctk-tts speaker similarity; default MODELS_DIR/wavlm-base-plus-sv)")
+    b.add_argument("--clap-model", type=Path, help="local CLAP dir (musiccaps; default MODELS_DIR/larger_clap_music)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark:
+        return _run_benchmark(args)
     tasks = parse_tasks(args.tasks)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: --data must be a directory")
@@ -83,3 +107,32 @@ def _stage_log(text: str, index: int) -> tuple[str, Path]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: --train-log file not found")
     return stage, Path(path)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    """``--benchmark NAME``: one of the paper's rows (anygpt.eval.benchmarks)."""
+    from anygpt.eval.benchmarks.runner import BenchmarkConfig, parse_decoding, run_benchmark
+
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"{args.data}: --data must be the data set's directory")
+    for flag in ("limit", "subset", "batch_size"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = BenchmarkConfig(
+        benchmark=args.benchmark, data=Path(args.data), out=Path(args.out), model=args.model, limit=args.limit,
+        subset=args.subset, seed=args.seed, batch_size=args.batch_size, decoding=parse_decoding(args.decoding),
+        models_dir=args.models_dir, progress=not args.no_progress,
+        model_paths={"clip": args.clip_model, "whisper": args.whisper_model, "wavlm": args.wavlm_model, "clap": args.clap_model},
+    )
+    run_benchmark(cfg)
+    print(f"wrote {Path(args.out) / (args.benchmark + '.json')}")
+    if args.report:
+        from anygpt.eval.benchmarks.report import write_benchmark_report
+
+        print(f"wrote {write_benchmark_report(args.out, args.report)}")
+    return 0
