@@ -68,7 +68,17 @@ def test_coco_caption_cider_and_protocol(bundle, datasets, tmp_path):
     assert r["decoding"]["overridden"] == {"num_beams": 2, "max_new_tokens": 8}
     assert "Karpathy" in r["protocol"] and "PTB" in r["protocol"]
     lines = (tmp_path / "coco-caption.items.jsonl").read_text().splitlines()
-    assert len(lines) == 1 + 3 and all(len(json.loads(x)["references"]) == 3 for x in lines[1:])
+    recs = [json.loads(x) for x in lines[1:]]
+    assert len(recs) == 3 and all(len(x["references"]) == 3 for x in recs)
+    # the figure is coco-caption's CIDEr over PTB-tokenised captions: our CIDEr-D on the same tokens agrees
+    from anygpt.eval import metrics as M
+    from anygpt.eval.benchmarks.models import ptb_tokenize
+
+    gts = ptb_tokenize({x["id"]: x["references"] for x in recs})
+    res = ptb_tokenize({x["id"]: [x["output"]] for x in recs})
+    ids = sorted(gts)
+    ours, _ = M.cider_d([gts[i] for i in ids], [res[i][0] for i in ids])
+    assert r["metrics"]["cider"]["value"] == pytest.approx(100 * ours, abs=1e-9)
 
 
 def test_coco_t2i_clip_and_missing_model_not_scored(bundle, datasets, judges, tmp_path):
