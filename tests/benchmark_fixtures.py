@@ -45,12 +45,15 @@ def write_coco(root: Path, n_test: int = 3) -> Path:
     return root
 
 
-def write_librispeech(root: Path) -> Path:
-    """``LibriSpeech/test-clean/<spk>/<chapter>/{<id>.flac, <spk>-<chapter>.trans.txt}``."""
+def write_librispeech(root: Path, n_per_chapter: int | None = None) -> Path:
+    """``LibriSpeech/test-clean/<spk>/<chapter>/{<id>.flac, <spk>-<chapter>.trans.txt}``: 2 + 1
+    utterances, or ``n_per_chapter`` in each of the two chapters."""
     import soundfile as sf
 
     texts = {("1089", "134686"): ["HE HOPED THERE WOULD BE STEW FOR DINNER", "STUFF IT INTO YOU HIS BELLY COUNSELLED HIM"],
              ("121", "121726"): ["ALSO A POPULAR CONTRIVANCE"]}
+    if n_per_chapter:
+        texts = {k: [f"{v[0]} {j}" for j in range(n_per_chapter)] for k, v in texts.items()}
     for (spk, ch), lines in texts.items():
         d = root / "LibriSpeech" / "test-clean" / spk / ch
         d.mkdir(parents=True, exist_ok=True)

@@ -175,3 +175,55 @@ def test_bad_layout_is_one_line(bundle, tmp_path, capsys):
     assert len(err) == 1 and "txt" in err[0] and "published layout" in err[0]
     assert main(["eval", "--model", str(bundle), "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--benchmark", "coco-caption",
                  "--decoding", "txt.top_p=1"]) == 2
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(bundle, datasets, tmp_path):
+    """A real kill (SIGKILL of the child process once some items are logged), then a rerun of the same
+    command: the finished records are kept byte for byte and every item ends up in the log once."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO, subprocess_env
+
+    data = F.write_librispeech(tmp_path / "ls_more", n_per_chapter=6)
+    args = [sys.executable, str(REPO / "tests" / "infer_support.py"), "eval", "--model", str(bundle), "--data", str(data),
+            "--out", str(tmp_path / "o"), "--benchmark", "librispeech-asr", *SHORT, "--batch-size", "1"]
+    log = tmp_path / "o" / "librispeech-asr.items.jsonl"
+    child = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and child.poll() is None and (not log.exists() or len(log.read_text().splitlines()) < 3):
+            time.sleep(0.05)
+        assert child.poll() is None, "the run ended before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    before = log.read_bytes()
+    done = len(before.splitlines()) - 1
+    assert 2 <= done < 12
+    subprocess.run(args, env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    after = log.read_bytes()
+    keep = before[: before.rfind(b"\n") + 1]
+    assert after.startswith(keep)
+    ids = [json.loads(x)["id"] for x in after.splitlines()[1:]]
+    assert len(ids) == len(set(ids)) == 12  # 2 chapters × 6 utterances
+
+
+@pytest.mark.slow
+def test_paper_decoding_defaults(bundle, datasets, judges, tmp_path):
+    """No overrides: the paper's settings (text beam 5, speech top-p 0.7 up to 1500 tokens) run as written."""
+    from anygpt.cli import main
+
+    for name, data in (("librispeech-asr", datasets["librispeech"]), ("vctk-tts", datasets["vctk"])):
+        assert main(["eval", "--model", str(bundle), "--data", str(data), "--out", str(tmp_path), "--benchmark", name,
+                     "--limit", "1", "--no-progress", "--models-dir", str(judges)]) == 0
+        r = json.loads((tmp_path / f"{name}.json").read_text())
+        assert r["decoding"]["overridden"] == {} and r["n"] == 1
+        settings = {k: r["decoding"][k] for k in r["decoding"]["paper_settings"]}
+        assert settings == r["decoding"]["paper_settings"]
+    assert main(["eval", "--model", str(bundle), "--data", str(tmp_path), "--out", str(tmp_path), "--benchmark", "vctk-tts",
+                 "--report", str(tmp_path / "rep"), "--limit", "1"]) == 2  # not VCTK: one line, no report
