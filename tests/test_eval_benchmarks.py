@@ -121,8 +121,13 @@ def test_vctk_tts_whisper_wer_and_speaker_similarity(bundle, datasets, judges, t
 
 @pytest.mark.parametrize("name", ["musiccaps-caption", "musiccaps-t2m"])
 def test_musiccaps_clap(bundle, datasets, judges, tmp_path, name):
-    rc, r = _eval(bundle, datasets["musiccaps"], tmp_path, "--benchmark", name, "--clap-model", str(judges / "larger_clap_music"))
+    rc, r = _eval(bundle, datasets["musiccaps"], tmp_path, "--benchmark", name, "--clap-model", str(judges / "larger_clap_music"),
+                  "--report", str(tmp_path / "report"))
     assert rc == 0
+    # the report puts our figure and its interval beside the paper's, read from the result
+    m = r["metrics"]["clap_score"]
+    row = f"| {name} | clap_score | {m['value']:.3f} | {m['ci95'][0]:.3f}–{m['ci95'][1]:.3f} | {m['n']} | {m['paper']:.3f} |"
+    assert row in (tmp_path / "report" / "benchmarks.md").read_text()
     # eval rows only; captioning also needs the clip (one eval row has none: a read error, not an item)
     assert r["n"] == (2 if name == "musiccaps-caption" else 3)
     assert _scored(r["metrics"]["clap_score"])

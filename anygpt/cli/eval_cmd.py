@@ -64,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--whisper-model", type=Path, help="local Whisper dir (vctk-tts WER; default MODELS_DIR/whisper-medium)")
     b.add_argument("--wavlm-model", type=Path, help="local WavLMForXVector dir (vctk-tts speaker similarity; default MODELS_DIR/wavlm-base-plus-sv)")
     b.add_argument("--clap-model", type=Path, help="local CLAP dir (musiccaps; default MODELS_DIR/larger_clap_music)")
+    b.add_argument("--device", help="device for the model and the judge models (default: cuda when available, else cpu)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -126,7 +127,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     cfg = BenchmarkConfig(
         benchmark=args.benchmark, data=Path(args.data), out=Path(args.out), model=args.model, limit=args.limit,
         subset=args.subset, seed=args.seed, batch_size=args.batch_size, decoding=parse_decoding(args.decoding),
-        models_dir=args.models_dir, progress=not args.no_progress,
+        models_dir=args.models_dir, progress=not args.no_progress, device=args.device,
         model_paths={"clip": args.clip_model, "whisper": args.whisper_model, "wavlm": args.wavlm_model, "clap": args.clap_model},
     )
     run_benchmark(cfg)

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-# The paper's evaluation settings (AnyGPT §5: "beam search with a beam size of 5" for text, nucleus
-# sampling with top-p 0.7 for image and speech; music: top-p 1.0 with repetition penalty 1.15).
+# The paper's evaluation settings (beam search with 5 beams for text, nucleus sampling with top-p 0.7
+# for image and speech; music: top-p 1.0 with repetition penalty 1.15).
 # top_k 0 = no top-k cut, so top-p alone decides. max_new_tokens from the released configs
 # (anygpt-facts.md, "Generation settings"); every field is spelled out so the result shows them.
 _OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1,

@@ -71,6 +71,11 @@ class LocalModels:
         return model, proc
 
 
+def _on(model: Any, batch: Any) -> dict[str, Any]:
+    """A processor's output as keyword tensors on the model's device."""
+    return {k: v.to(model.device) for k, v in batch.items()}
+
+
 def _rate_of(proc: Any) -> int:
     fe = getattr(proc, "feature_extractor", proc)  # processors wrap a feature extractor; WavLM's is one
     return int(fe.sampling_rate)
@@ -89,11 +94,11 @@ def clip_similarity(model_proc: tuple[Any, Any], images: Sequence[Any], texts: S
 
     model, proc = model_proc
     with torch.inference_mode():
-        v = model.get_image_features(**proc(images=[im.convert("RGB") for im in images], return_tensors="pt"))
+        v = model.get_image_features(**_on(model, proc(images=[im.convert("RGB") for im in images], return_tensors="pt")))
         if texts is not None:
-            w = model.get_text_features(**proc(text=list(texts), return_tensors="pt", padding=True, truncation=True))
+            w = model.get_text_features(**_on(model, proc(text=list(texts), return_tensors="pt", padding=True, truncation=True)))
         else:
-            w = model.get_image_features(**proc(images=[im.convert("RGB") for im in other_images], return_tensors="pt"))
+            w = model.get_image_features(**_on(model, proc(images=[im.convert("RGB") for im in other_images], return_tensors="pt")))
     return _cosine(v, w)
 
 
@@ -132,7 +137,7 @@ def speaker_similarity(model_proc: tuple[Any, Any], waves: Sequence[np.ndarray],
 
     def embed(w: np.ndarray) -> Any:  # one at a time: no padding inside the x-vector statistics pooling
         inp = fe([w], sampling_rate=target, return_tensors="pt")
-        return model(**{k: v.to(model.device) for k, v in inp.items()}).embeddings
+        return model(**_on(model, inp)).embeddings
 
     out = []
     with torch.inference_mode():
@@ -149,8 +154,9 @@ def clap_similarity(model_proc: tuple[Any, Any], waves: Sequence[np.ndarray], ra
     model, proc = model_proc
     target = _rate_of(proc)
     with torch.inference_mode():
-        a = model.get_audio_features(**proc.feature_extractor(_resampled(waves, rate, target), sampling_rate=target, return_tensors="pt"))
-        t = model.get_text_features(**proc.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True))
+        a = model.get_audio_features(**_on(model, proc.feature_extractor(_resampled(waves, rate, target), sampling_rate=target,
+                                                                         return_tensors="pt")))
+        t = model.get_text_features(**_on(model, proc.tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True)))
     return _cosine(a, t)
 
 

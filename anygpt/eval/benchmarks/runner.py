@@ -47,6 +47,7 @@ class BenchmarkConfig:
     models_dir: Path | None = None
     model_paths: dict[str, Path | None] = field(default_factory=dict)  # kind -> local dir
     progress: bool = True
+    device: str | None = None  # the bundle's and the judge models' device (default: cuda when there is one)
 
 
 def parse_decoding(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -194,6 +195,14 @@ class _Generation:
         return tok.decode(arr)
 
 
+def _device(cfg: BenchmarkConfig) -> str:
+    if cfg.device:
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _fingerprint(cfg: BenchmarkConfig, bench: Benchmark, settings: dict) -> dict[str, Any]:
     return {"benchmark": bench.name, "model": str(Path(cfg.model).resolve()) if cfg.model else "", "data": str(Path(cfg.data).resolve()),
             "seed": cfg.seed, "subset": cfg.subset, "decoding": settings}
@@ -218,7 +227,7 @@ def run_benchmark(cfg: BenchmarkConfig, bundle: Any = None, log: Callable[[str],
         if bundle is None:
             from anygpt.model.bundle import load_bundle
 
-            bundle = load_bundle(cfg.model)
+            bundle = load_bundle(cfg.model, device=_device(cfg))
         gen = _Generation(bench, bundle, cfg, out)
         bar = _Bar(len(items), len(items) - len(todo), f"{bench.name} generate", cfg.progress)
         for k in range(0, len(todo), max(1, cfg.batch_size)):
@@ -232,7 +241,7 @@ def run_benchmark(cfg: BenchmarkConfig, bundle: Any = None, log: Callable[[str],
     good = [r for r in records if "error" not in r]
     failed = [f"{r['id']}: {r['error']}" for r in records if "error" in r]
     # judge models
-    judges = LocalModels(cfg.models_dir, cfg.model_paths)
+    judges = LocalModels(cfg.models_dir, cfg.model_paths, device=_device(cfg))
     # each score line names the judge model directory that made it: another model rescores, never mixes
     score_log = ScoreLog(out / f"{bench.name}.scores.jsonl", {"benchmark": bench.name}).open()
     missing: dict[str, str] = {}
