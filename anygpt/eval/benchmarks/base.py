@@ -217,6 +217,16 @@ def read_wave(path: str | os.PathLike, max_seconds: float | None = None) -> tupl
     return wav, int(rate)
 
 
+def per_rate(waves: Sequence[tuple[np.ndarray, int]], fn: Callable[[list[np.ndarray], int, list[int]], list[Any]]) -> list[Any]:
+    """``fn(waves, rate, indices)`` once per sample rate among ``waves`` (one call in practice:
+    one batch for the judge model), results back in the input order."""
+    got: dict[int, Any] = {}
+    for rate in sorted({r for _, r in waves}):
+        idx = [i for i, (_, r) in enumerate(waves) if r == rate]
+        got.update(zip(idx, fn([waves[i][0] for i in idx], rate, idx)))
+    return [got[i] for i in range(len(waves))]
+
+
 def read_image(path: str | os.PathLike) -> Any:
     from PIL import Image
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from anygpt.eval.benchmarks.base import (
-    Benchmark, Item, ReadResult, Scorer, bootstrap_mean, item_scores, metric_or_reason, read_wave,
+    Benchmark, Item, ReadResult, Scorer, bootstrap_mean, item_scores, metric_or_reason, per_rate, read_wave,
 )
 from anygpt.eval.benchmarks.models import clap_similarity
 
@@ -75,12 +75,12 @@ class MusicCaps(Benchmark):
 
 def _clap_caption(records: Sequence[dict], model: Any, out: Path) -> list[float]:
     waves = [read_wave(r["clip"], 10.0) for r in records]
-    return [clap_similarity(model, [w], rate, [r["output"]])[0] for (w, rate), r in zip(waves, records)]
+    return per_rate(waves, lambda w, rate, idx: clap_similarity(model, w, rate, [records[i]["output"] for i in idx]))
 
 
 def _clap_music(records: Sequence[dict], model: Any, out: Path) -> list[float]:
     waves = [read_wave(out / r["output_media"]) for r in records]
-    return [clap_similarity(model, [w], rate, [r["references"][0]])[0] for (w, rate), r in zip(waves, records)]
+    return per_rate(waves, lambda w, rate, idx: clap_similarity(model, w, rate, [records[i]["references"][0] for i in idx]))
 
 
 CLAP_NOTE = ("cosine of the local CLAP's audio and text embeddings (unscaled); 95 % interval: bootstrap over clips")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from anygpt.eval.benchmarks.base import (
     Benchmark, Item, NotScored, ReadResult, Scorer, bootstrap_mean, bootstrap_ratio, item_scores, metric_or_reason,
-    read_wave, require_dir,
+    per_rate, read_wave, require_dir,
 )
 from anygpt.eval.benchmarks.models import speaker_similarity, whisper_english_normalize, whisper_transcribe
 from anygpt.eval.metrics import edit_distance
@@ -81,11 +81,7 @@ class LibriSpeechASR(Benchmark):
 
 def _transcribe(records: Sequence[dict], model: Any, out: Path) -> list[str]:
     waves = [read_wave(out / r["output_media"]) for r in records]
-    got: dict[int, str] = {}
-    for rate in sorted({w[1] for w in waves}):  # one call per sample rate (one rate in practice)
-        idx = [i for i, w in enumerate(waves) if w[1] == rate]
-        got.update(zip(idx, whisper_transcribe(model, [waves[i][0] for i in idx], rate)))
-    return [got[i] for i in range(len(waves))]
+    return per_rate(waves, lambda w, rate, _: whisper_transcribe(model, w, rate))
 
 
 def _speaker(records: Sequence[dict], model: Any, out: Path) -> list[float]:
