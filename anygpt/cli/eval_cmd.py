@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-log", action="append", default=[], metavar="[STAGE=]PATH",
                    help="training metrics.jsonl for the report's loss curves (repeat per stage)")
     p.add_argument("--asr-model", type=Path, help="local transformers ASR model dir (e.g. Whisper) to score TTS as well")
-    p.add_argument("--clip-model", type=Path, help="local CLIP model dir to add a CLIP score to text_to_image")
+    p.add_argument("--clip-model", type=Path, help="local CLIP model dir to add a CLIP score to text_to_image "
+                   "(with --benchmark coco-t2i: the judge CLIP, default MODELS_DIR/clip-vit-large-patch14)")
     from anygpt.eval.benchmarks import BENCHMARKS
 
     b = p.add_argument_group("paper benchmarks")
