@@ -464,13 +464,16 @@ def load_base_tokenizer(path: str | os.PathLike):
 
         with tempfile.TemporaryDirectory() as d:
             shutil.copy(p, Path(d) / "tokenizer.model")
-            return LlamaTokenizer.from_pretrained(d)
+            return LlamaTokenizer.from_pretrained(d, trust_remote_code=False)
     if p.is_dir():
+        from anygpt.utils import refuse_remote_code
+
+        refuse_remote_code(p)
         if (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(str(p))
+            return AutoTokenizer.from_pretrained(str(p), trust_remote_code=False)
         if (p / "tokenizer.model").exists():
-            return LlamaTokenizer.from_pretrained(str(p))
+            return LlamaTokenizer.from_pretrained(str(p), trust_remote_code=False)
         raise FileNotFoundError(f"{p}: no tokenizer files (tokenizer.json, tokenizer_config.json or tokenizer.model)")
     if p.exists() or str(path).startswith((".", "/")):
         raise FileNotFoundError(f"{p}: not a tokenizer directory or sentencepiece .model file")
-    return AutoTokenizer.from_pretrained(str(path))  # a hub id
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)  # a hub id
