@@ -178,8 +178,11 @@ class WebChat:
                 atts.append(Attachment("image", image))
             if audio:
                 atts.append(Attachment("music" if audio_kind == "music" else "speech", audio))
-            with self.turn_locks.get(sid) or threading.Lock(), self.slots:
-                reply = session.send(message, atts, None if output == "auto" else output)
+            try:
+                with self.turn_locks.get(sid) or threading.Lock(), self.slots:
+                    reply = session.send(message, atts, None if output == "auto" else output)
+            finally:
+                release_memory()
         except (UploadRejected, MediaError, ValueError, FileNotFoundError) as e:
             traceback.clear_frames(e.__traceback__)  # drop the failed turn's tensors now
             return history, message, image, audio, None, None, f"**Error:** {e}", sid
@@ -209,6 +212,26 @@ class WebChat:
         if sid in self.sessions:
             self.sessions[sid].reset()
         return [], None, None, "Conversation reset.", sid
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system after a turn (glibc's ``malloc_trim``): each
+    worker thread gets its own malloc arena, and without this the arenas keep a turn's freed
+    tensors as RSS. A no-op where glibc is not the C library."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _files(root: Path | None) -> list[tuple[Path, float, int]]:

@@ -67,6 +67,7 @@ def test_second_live_job_is_refused_and_the_first_finishes_alone(tmp_path, image
     assert shard_ids(out) == sorted(f"a{k}" for k in range(24))
 
 
+@pytest.mark.slow
 def test_another_live_process_temp_file_survives_cleanup(tmp_path, image_tok_dir, child_env):
     ma, _ = manifests(tmp_path)
     out = tmp_path / "out"

@@ -75,9 +75,10 @@ def resumable(killed_run, tmp_path) -> Path:
 
 @pytest.mark.parametrize("overrides, listed", [
     (["optim.lr=0.01"], ["optim.lr: 0.003 -> 0.01"]),
-    (["deepspeed.micro_batch_size=2", "data.seq_len=64", "data.pack=false"],
-     ["data.pack: true -> false", "data.seq_len: 128 -> 64", "deepspeed.micro_batch_size: 4 -> 2"]),
-    (["model.from_config.hidden_size=32"], ["model.from_config.hidden_size: 64 -> 32"]),
+    pytest.param(["deepspeed.micro_batch_size=2", "data.seq_len=64", "data.pack=false"],
+                 ["data.pack: true -> false", "data.seq_len: 128 -> 64", "deepspeed.micro_batch_size: 4 -> 2"],
+                 marks=pytest.mark.slow),
+    pytest.param(["model.from_config.hidden_size=32"], ["model.from_config.hidden_size: 64 -> 32"], marks=pytest.mark.slow),
 ])
 def test_unsafe_change_on_resume_is_refused_with_the_differences(resumable, overrides, listed):
     before = (resumable / "run" / "config.yaml").read_text()
@@ -90,6 +91,7 @@ def test_unsafe_change_on_resume_is_refused_with_the_differences(resumable, over
     assert (resumable / "run" / "config.yaml").read_text() == before  # still says what the checkpoints were made with
 
 
+@pytest.mark.slow
 def test_changed_dataset_content_of_the_same_size_is_refused(resumable):
     from datasets import Dataset, load_from_disk
 
@@ -124,7 +126,8 @@ def _dataset(path: Path, rows: list[tuple[list[int], list[int]]]) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("case", ["all_ignored", "empty", "seq_len"])
+@pytest.mark.parametrize("case", ["all_ignored", pytest.param("empty", marks=pytest.mark.slow),
+                                  pytest.param("seq_len", marks=pytest.mark.slow)])
 def test_training_that_cannot_learn_is_one_line_before_any_work(case, tiny_train_data, tmp_path):
     over: dict = {}
     if case == "all_ignored":

@@ -96,6 +96,7 @@ def test_uploads_are_bounded_by_age_and_size(web):
     assert not (up / "hash0").exists()  # emptied upload folders go too
 
 
+@pytest.mark.slow
 def test_serve_keeps_uploads_under_out(model_dir, tmp_path, child_env):
     """Through the real server: an upload (no chat call needed) lands in OUT/uploads, not /tmp/gradio."""
     import requests
