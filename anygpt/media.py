@@ -8,7 +8,8 @@ unreadable or invalid input, so batch jobs can record the reason and go on.
   scale the short side to ``size`` and crop the middle), and a decompression-bomb guard
   (``max_pixels``).
 - Audio: wav / flac / ogg / mp3 through soundfile (no ffmpeg needed), mono downmix by averaging
-  channels, resampling with ``torchaudio.functional.resample``, a duration limit, and rejection of
+  channels, resampling with ``torchaudio.functional.resample`` at bounded cost (source rates
+  1–768 kHz; see :func:`resample_ratio`), a duration limit, and rejection of
   empty, zero-channel, NaN or Inf audio. Waveforms are float32 1-D numpy arrays.
 """
 
@@ -27,9 +28,25 @@ RESIZE_POLICIES = ("resize", "center-crop")
 DEFAULT_MAX_PIXELS = 64_000_000  # about 8000×8000: larger files are refused before decoding
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse what is not a regular file before opening it: reading a FIFO or a device blocks
+    or never ends."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MediaError(f"{path}: file not found") from None
+    except OSError as e:
+        raise MediaError(f"{path}: cannot be read ({e.strerror})") from None
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"{path}: not a regular file (a folder, FIFO or device); give a media file")
+
+
 def _open_image(path: Path, max_pixels: int):
     from PIL import Image
 
+    _check_regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -92,6 +109,10 @@ def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "
                max_pixels: int = DEFAULT_MAX_PIXELS):
     """Read an image file as an RGB ``PIL.Image`` of ``size×size`` (or its own size when None)."""
     img = _open_image(Path(path), max_pixels)
+    if img.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
+        arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():  # a float TIFF with NaN would silently turn black
+            raise MediaError(f"{path}: image contains NaN or Inf pixels")
     return resize_image(to_rgb(img), size, policy)
 
 
@@ -116,14 +137,65 @@ def check_waveform(wav: np.ndarray, where: str) -> np.ndarray:
     return wav
 
 
-def resample(wav: np.ndarray, orig_sr: int, sample_rate: int | None) -> np.ndarray:
-    """Resample a mono float32 waveform with torchaudio (no-op when the rates match)."""
+# Source rates outside this range are refused from the header: below it no speech or music is left,
+# above it is no real recorder (768 kHz is the highest rate audio interfaces offer).
+MIN_SOURCE_RATE = 1_000
+MAX_SOURCE_RATE = 768_000
+# torchaudio's sinc resampler builds a kernel of new' × (orig' + 2·width) values, where orig'/new'
+# are the rates divided by their gcd: cheap for 44.1k→16k (160 × 459), but 22,051 Hz → 16 kHz
+# shares no factor and needs 16000 × 22085 (several GB). Past this many kernel values the ratio is
+# replaced by the nearest fraction with a small denominator (see :func:`resample_ratio`).
+MAX_KERNEL_VALUES = 4_000_000
+MAX_RATE_ERROR = 1e-4  # relative change of the rate the bounded ratio may make (inaudible: < 0.2 cents)
+
+
+def _kernel_values(orig: int, new: int) -> int:
+    import math
+
+    width = math.ceil(6 * orig / (0.99 * min(orig, new)))
+    return new * (orig + 2 * width)
+
+
+def resample_ratio(orig_sr: int, sample_rate: int, where: str = "audio") -> tuple[int, int]:
+    """The (orig, new) pair passed to the resampler: the rates reduced by their gcd when that
+    kernel is affordable, else the nearest fraction whose kernel fits ``MAX_KERNEL_VALUES``
+    (relative rate error below ``MAX_RATE_ERROR``). Rates outside the allowed source range raise
+    :class:`MediaError` naming ``where``."""
+    import math
+    from fractions import Fraction
+
+    if not MIN_SOURCE_RATE <= orig_sr <= MAX_SOURCE_RATE:
+        raise MediaError(f"{where}: sample rate {orig_sr} Hz is outside the supported range "
+                         f"{MIN_SOURCE_RATE}–{MAX_SOURCE_RATE} Hz")
+    g = math.gcd(orig_sr, sample_rate)
+    orig, new = orig_sr // g, sample_rate // g
+    if _kernel_values(orig, new) <= MAX_KERNEL_VALUES:
+        return orig, new
+    exact = Fraction(sample_rate, orig_sr)
+    limit = 1000
+    while limit >= 1:
+        f = exact.limit_denominator(limit)
+        if f.numerator > 0 and _kernel_values(f.denominator, f.numerator) <= MAX_KERNEL_VALUES:
+            if abs(float(f / exact) - 1.0) <= MAX_RATE_ERROR:
+                return f.denominator, f.numerator
+            break
+        limit //= 2
+    raise MediaError(f"{where}: cannot resample {orig_sr} Hz to {sample_rate} Hz at bounded cost")
+
+
+def resample(wav: np.ndarray, orig_sr: int, sample_rate: int | None, where: str = "audio") -> np.ndarray:
+    """Resample a mono float32 waveform with torchaudio (no-op when the rates match).
+
+    The cost is bounded before any work (:func:`resample_ratio`): a rate outside
+    ``MIN_SOURCE_RATE``–``MAX_SOURCE_RATE`` is a :class:`MediaError`, and a ratio with no small
+    common factor is resampled at the nearest affordable ratio."""
     if sample_rate is None or orig_sr == sample_rate:
         return np.ascontiguousarray(wav, dtype=np.float32)
     import torch
     import torchaudio.functional as AF
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig_sr, sample_rate)
+    orig, new = resample_ratio(int(orig_sr), int(sample_rate), where)
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), orig, new)
     return out.numpy().astype(np.float32, copy=False)
 
 
@@ -134,14 +206,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seco
     import soundfile as sf
 
     path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{path}: file not found")
+    _check_regular(path)
     try:
         info = sf.info(str(path))
         if info.channels <= 0:
             raise MediaError(f"{path}: audio has no channels")
         if info.frames == 0:
             raise MediaError(f"{path}: audio is empty")
+        if not MIN_SOURCE_RATE <= info.samplerate <= MAX_SOURCE_RATE:  # before decoding or resampling
+            raise MediaError(f"{path}: sample rate {info.samplerate} Hz is outside the supported range "
+                             f"{MIN_SOURCE_RATE}–{MAX_SOURCE_RATE} Hz")
         if max_seconds is not None and info.frames > 0 and info.duration > max_seconds:
             raise MediaError(f"{path}: audio is {info.duration:.2f} s, longer than the limit {max_seconds} s")
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -154,7 +228,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seco
     if max_seconds is not None and data.shape[0] / sr > max_seconds:  # formats with unknown frame count
         raise MediaError(f"{path}: audio is {data.shape[0] / sr:.2f} s, longer than the limit {max_seconds} s")
     wav = check_waveform(data.mean(axis=1), str(path))
-    return resample(wav, sr, sample_rate)
+    return resample(wav, sr, sample_rate, str(path))
 
 
 def save_audio(wav, sample_rate: int, path: str | os.PathLike) -> Path:

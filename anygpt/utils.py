@@ -122,3 +122,41 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+# Files in which transformers looks for ``auto_map`` (a class name in the folder's own .py files).
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                     "feature_extractor_config.json", "image_processor_config.json")
+
+
+def refuse_remote_code(folder: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when a model / tokenizer folder declares ``auto_map``: transformers
+    would offer to import the folder's own Python files, and answering yes runs them. We always
+    pass ``trust_remote_code=False`` too; this check makes the refusal one clear line instead
+    of a prompt on stdin. A folder that does not exist (a hub id) is left to transformers."""
+    p = Path(folder)
+    if not p.is_dir():
+        return
+    for name in REMOTE_CODE_FILES:
+        f = p / name
+        if not f.is_file():
+            continue
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # unreadable files fail in transformers with their own message
+        if isinstance(d, dict) and d.get("auto_map"):
+            classes = sorted({str(v) for v in _flat_values(d["auto_map"])})
+            raise ValueError(f"{f}: declares auto_map (custom code {', '.join(classes[:4])}); anygpt never runs a "
+                             "bundle's own code: remove auto_map and use a built-in transformers architecture")
+
+
+def _flat_values(v: Any) -> Iterator[Any]:
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from _flat_values(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            yield from _flat_values(x)
+    elif v is not None:
+        yield v

@@ -368,7 +368,39 @@ class VocabLayout:
         layout = cls(d["profile"], d["base_vocab_size"], list(d["specials"]), mods, list(d.get("extra", [])), d.get("pad_to_multiple", 64))
         if "vocab_size" in d and d["vocab_size"] != layout.vocab_size:
             raise ValueError(f"layout file says vocab_size {d['vocab_size']}, recomputed {layout.vocab_size}")
+        layout.validate()
         return layout
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` unless every marker is its own token: modality names, code prefixes
+        and start/end markers distinct, and no start/end marker equal to a role or extra marker (a
+        speech start renamed ``<|user|>`` would make every speech span open a user turn)."""
+        problems: list[str] = []
+        names = [m.name for m in self.modalities]
+        prefixes = [m.prefix for m in self.modalities]
+        for what, vals in (("modality names", names), ("code prefixes", prefixes)):
+            dup = sorted({v for v in vals if vals.count(v) > 1})
+            if dup:
+                problems.append(f"repeated {what} {dup}")
+        roles = set(self.specials) | set(self.extra)
+        seen: dict[str, str] = {}
+        for m in self.modalities:
+            if m.size <= 0:
+                problems.append(f"{m.name} has {m.size} codes")
+            for kind, tok in (("start", m.start), ("end", m.end)):
+                if not tok:
+                    problems.append(f"{m.name} {kind} marker is empty")
+                elif tok in roles:
+                    problems.append(f"{m.name} {kind} marker {tok} is also a role marker")
+                elif tok in seen:
+                    problems.append(f"{m.name} {kind} marker {tok} is also the {seen[tok]} marker")
+                seen.setdefault(tok, f"{m.name} {kind}")
+        markers = list(self.specials) + list(self.extra)
+        dup = sorted({v for v in markers if markers.count(v) > 1})
+        if dup:
+            problems.append(f"repeated role markers {dup}")
+        if problems:
+            raise ValueError("invalid vocab layout: " + "; ".join(problems))
 
     def save(self, directory: str | os.PathLike) -> Path:
         from anygpt.utils import atomic_write_text
@@ -388,6 +420,8 @@ class VocabLayout:
             raise FileNotFoundError(f"{p}: no vocab layout (expected {LAYOUT_FILE})") from None
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{p}: not a valid vocab layout ({e})") from None
+        except ValueError as e:  # validate() and the size check: name the file
+            raise ValueError(f"{p}: {e}") from None
 
     @classmethod
     def detect(cls, tokenizer) -> "VocabLayout | None":
@@ -430,13 +464,16 @@ def load_base_tokenizer(path: str | os.PathLike):
 
         with tempfile.TemporaryDirectory() as d:
             shutil.copy(p, Path(d) / "tokenizer.model")
-            return LlamaTokenizer.from_pretrained(d)
+            return LlamaTokenizer.from_pretrained(d, trust_remote_code=False)
     if p.is_dir():
+        from anygpt.utils import refuse_remote_code
+
+        refuse_remote_code(p)
         if (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(str(p))
+            return AutoTokenizer.from_pretrained(str(p), trust_remote_code=False)
         if (p / "tokenizer.model").exists():
-            return LlamaTokenizer.from_pretrained(str(p))
+            return LlamaTokenizer.from_pretrained(str(p), trust_remote_code=False)
         raise FileNotFoundError(f"{p}: no tokenizer files (tokenizer.json, tokenizer_config.json or tokenizer.model)")
     if p.exists() or str(path).startswith((".", "/")):
         raise FileNotFoundError(f"{p}: not a tokenizer directory or sentencepiece .model file")
-    return AutoTokenizer.from_pretrained(str(path))  # a hub id
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)  # a hub id

@@ -88,12 +88,17 @@ def test_refuses_to_mix_manifests_or_tokenizers(tmp_path, image_tok_dir, speech_
 
 
 def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_env):
-    """Kill the job (SIGKILL) while it is blocked on an item of shard 2, rerun, check every id once."""
+    """Kill the job (SIGKILL) while it works on an item of shard 2, rerun, check every id once.
+
+    The item is a 7000×7000 picture: decoding and resizing it takes far longer than the 0.3 s
+    after which the job is killed. (A FIFO used to be the blocker; FIFOs are now refused.)"""
+    from PIL import Image
+
     paths = write_images(tmp_path / "img", 11)
-    fifo = tmp_path / "img" / "blocker.png"
-    os.mkfifo(fifo)  # opening it blocks until a writer appears: the job hangs mid-shard, deterministically
+    big = tmp_path / "img" / "big.png"
+    Image.new("RGB", (7000, 7000), (200, 120, 40)).save(big)
     rows = [{"id": f"i{k}", "path": str(p)} for k, p in enumerate(paths)]
-    rows.insert(7, {"id": "blocker", "path": str(fifo)})
+    rows.insert(6, {"id": "big", "path": str(big)})
     man = write_manifest(tmp_path / "m.jsonl", rows)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "anygpt.cli", "tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir),
@@ -103,14 +108,12 @@ def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_
     while not (out / "shard-00001.parquet").exists():
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline
-        time.sleep(0.05)
+        time.sleep(0.01)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "shard-00002.parquet").exists() and not (out / "manifest.json").exists()
     done = {f.name: f.stat().st_ino for f in out.glob("shard-*.parquet")}
-    fifo.unlink()
-    shape_image(np.random.default_rng(9)).save(fifo)  # the blocker is a real image now
     proc2 = subprocess.run(args, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr
     assert "2 already done" in proc2.stdout

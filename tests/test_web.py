@@ -77,7 +77,7 @@ def test_outputs_stay_in_the_session_folder(web, media, tmp_path):
     history, msg, in_img, _, img, aud, status, sid = web.respond("../../etc/x", str(evil), None, "speech", "image", [], None)
     assert img and msg == "" and in_img is None and "Error" not in status
     session_dir = Path(web.sessions[sid].out_dir).resolve()
-    assert session_dir.parent == (tmp_path / "serve").resolve()
+    assert session_dir.parent == (tmp_path / "serve" / "sessions").resolve()
     assert Path(img).resolve().parent == session_dir and Path(img).name == "turn001_image_0.png"
     history, _, _, _, _, aud, _, sid2 = web.respond("sing", None, str(media["audio"]), "music", "music", history, sid)
     assert sid2 == sid and Path(aud).name == "turn002_music_0.wav" and Path(aud).resolve().parent == session_dir

@@ -14,9 +14,11 @@ optionally ``modality``, ``direction``, ``source``, ``length``.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -33,6 +35,8 @@ def load_dataset_dir(path: str | os.PathLike):
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: dataset directory not found")
+    if _has_no_data_files(Path(path)):  # datasets fails on these with "list index out of range"
+        raise ValueError(f"{path}: the dataset has no samples (no data files); rebuild it (anygpt build-data)")
     try:
         ds = load_from_disk(str(path))
     except Exception as e:  # datasets raises several types for a non-dataset folder
@@ -41,6 +45,15 @@ def load_dataset_dir(path: str | os.PathLike):
     if missing:
         raise ValueError(f"{path}: dataset lacks columns {sorted(missing)}")
     return ds
+
+
+def _has_no_data_files(path: Path) -> bool:
+    """A ``save_to_disk`` folder of zero rows lists no data files in its ``state.json``."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # not a single dataset folder: load_from_disk gives its own reason
+    return isinstance(state, dict) and state.get("_data_files") == []
 
 
 class MixtureLoader:

@@ -198,8 +198,11 @@ class HFTextGenerator(PromptedTextGenerator):
     def __init__(self, model: str, max_new_tokens: int = 512, temperature: float = 0.8, device: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModelForCausalLM.from_pretrained(model)
+        from anygpt.utils import refuse_remote_code
+
+        refuse_remote_code(model)
+        self.tok = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(model, trust_remote_code=False)
         if device:
             self.model.to(device)
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
@@ -324,8 +327,11 @@ class MusicGenGenerator(MediaGenerator):
     def __init__(self, model: str, seconds: float = 5.0, device: str | None = None):
         from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
-        self.processor = AutoProcessor.from_pretrained(model)
-        self.model = MusicgenForConditionalGeneration.from_pretrained(model)
+        from anygpt.utils import refuse_remote_code
+
+        refuse_remote_code(model)
+        self.processor = AutoProcessor.from_pretrained(model, trust_remote_code=False)
+        self.model = MusicgenForConditionalGeneration.from_pretrained(model, trust_remote_code=False)
         if device:
             self.model.to(device)
         self.seconds = seconds

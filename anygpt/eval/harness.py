@@ -353,8 +353,11 @@ def clip_score(model_dir: str | os.PathLike, texts: Sequence[str], images: Seque
 
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"{model_dir}: --clip-model must be a local model directory")
-    model = CLIPModel.from_pretrained(str(model_dir)).eval()
-    proc = CLIPProcessor.from_pretrained(str(model_dir))
+    from anygpt.utils import refuse_remote_code
+
+    refuse_remote_code(model_dir)
+    model = CLIPModel.from_pretrained(str(model_dir), trust_remote_code=False).eval()
+    proc = CLIPProcessor.from_pretrained(str(model_dir), trust_remote_code=False)
     with torch.inference_mode():
         inp = proc(text=list(texts), images=[im.convert("RGB") for im in images], return_tensors="pt", padding=True, truncation=True)
         out = model(**inp)

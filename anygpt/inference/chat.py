@@ -28,6 +28,10 @@ from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_ba
 from anygpt.inference.settings import OUTPUTS, resolve_settings
 
 MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
+# No tokenizer packs more characters than this into a token on ordinary text: a message longer
+# than context × this cannot fit and is refused before it is tokenized (a 10 MB message would
+# otherwise cost gigabytes in the tokenizer and the model).
+MAX_CHARS_PER_TOKEN = 16
 
 
 @dataclass
@@ -107,6 +111,10 @@ class ChatSession:
 
         Typed text may not contain the template's role markers (``<|user|>``, ``[MMGPT]``…): they
         are single tokens, and a message must not be able to forge a turn."""
+        context = self.context_length
+        if context is not None and len(text) > context * MAX_CHARS_PER_TOKEN:
+            raise ValueError(f"the message is {len(text)} characters; this model reads {context} tokens "
+                             f"(at most about {context * MAX_CHARS_PER_TOKEN} characters): shorten it")
         for marker in self.bundle.layout.specials:
             if marker in text:
                 raise ValueError(f"the message contains the reserved marker {marker}; remove it")
@@ -131,9 +139,8 @@ class ChatSession:
         user = Message("user", list(content))
         # a single-pair template (a base model's pretraining prompt) sees only the current turn
         history = [] if self.bundle.template.name == "anygpt-pretrain" else self.history
-        msgs = ([Message("system", self.system)] if self.system else []) + history + [user]
-        prompt = render_prompt(self.bundle, msgs, output)
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
+        prompt, dropped = self._render_within_context(history, user, output, settings.max_new_tokens)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
         seed = None if self.seed is None else self.seed + self.turn  # reproducible, but not the same draw every turn
         request = " ".join(c for c in content if isinstance(c, str)).strip()
@@ -142,8 +149,34 @@ class ChatSession:
         [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=seed, requests=[request])
         self.turn += 1
         reply = self._render_reply(ids, voice_prompt)
+        if dropped:
+            reply.notes.append(f"the {dropped} oldest message(s) were left out of the prompt to fit the model's context")
         self.history += [user, Message("assistant", self._assistant_content(ids))]
         return reply
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's position limit (``max_position_embeddings``); None when it declares none."""
+        n = getattr(self.bundle.model.config, "max_position_embeddings", None)  # not every config has one
+        return int(n) if n else None
+
+    def _render_within_context(self, history: list[Message], user: Message, output: str | None,
+                               max_new_tokens: int) -> tuple[list[int], int]:
+        """The prompt ids, leaving ``min(max_new_tokens, context/2)`` positions for the reply: the
+        oldest turns are left out until it fits (returns how many messages were); a message that
+        does not fit on its own raises ``ValueError`` with its length."""
+        context = self.context_length
+        room = min(max_new_tokens, context // 2) if context else 0
+        system = [Message("system", self.system)] if self.system else []
+        dropped = 0
+        while True:
+            prompt = render_prompt(self.bundle, system + history[dropped:] + [user], output)
+            if context is None or len(prompt) + room <= context:
+                return prompt, dropped
+            if dropped >= len(history):
+                raise ValueError(f"the message is {len(prompt)} tokens; this model reads {context} tokens and keeps "
+                                 f"{room} for the reply, so a message may be at most {context - room}: shorten it")
+            dropped += 2 if dropped + 1 < len(history) else 1  # a user turn with its reply
 
     def _assistant_content(self, ids: list[int]) -> list[str | MediaCodes]:
         out: list[str | MediaCodes] = []

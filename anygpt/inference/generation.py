@@ -88,7 +88,8 @@ def _generation_config(bundle: Any, settings: GenerationSettings, output_modalit
         max_new = max(max_new, (rule.tokens_per_item or rule.n_q) + 1)  # room for a whole item or frame
     kw: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=settings.do_sample, num_beams=settings.num_beams,
                               repetition_penalty=settings.repetition_penalty, eos_token_id=stop, pad_token_id=pad_id,
-                              bos_token_id=bundle.tokenizer.bos_token_id)
+                              bos_token_id=bundle.tokenizer.bos_token_id,
+                              max_time=settings.max_seconds if settings.max_seconds > 0 else None)
     if settings.do_sample:
         kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     else:

@@ -26,6 +26,7 @@ import torch
 
 from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
+from anygpt.utils import refuse_remote_code
 from anygpt.modality.demo import repair_codes
 
 
@@ -80,7 +81,8 @@ class JanusVQTokenizer(ModalityTokenizer):
         if config.get("model_type") == "janus":
             model = load_vq_from_full_janus(folder, config)
         else:
-            model = JanusVQVAE.from_pretrained(str(folder))
+            refuse_remote_code(folder)
+            model = JanusVQVAE.from_pretrained(str(folder), trust_remote_code=False)
         return cls(model, card, device, card.settings.get("resize_policy", "resize"))
 
     def state_for_fingerprint(self) -> dict:

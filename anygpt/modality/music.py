@@ -23,6 +23,7 @@ import torch
 from anygpt.modality.audio_codec import n_frames, pad_batch
 from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
+from anygpt.utils import refuse_remote_code
 from anygpt.modality.flatten import flatten_frame_major, unflatten_frame_major
 
 
@@ -83,7 +84,8 @@ class EncodecHFTokenizer(FlatRVQTokenizer):
 
         folder = checkpoint_dir(card, ["config.json", "*.safetensors", "preprocessor_config.json"])
         required_file(folder, "config.json", card)
-        model = EncodecModel.from_pretrained(str(folder))
+        refuse_remote_code(folder)
+        model = EncodecModel.from_pretrained(str(folder), trust_remote_code=False)
         return cls(model, card, device, card.settings.get("bandwidth"), card.settings.get("max_seconds", 30.0))
 
     def state_for_fingerprint(self) -> dict:

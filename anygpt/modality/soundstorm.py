@@ -391,9 +391,9 @@ def prompt_codes_from_audio(speech_tokenizer_model, wav: np.ndarray, sample_rate
         x = x.mean(dim=0 if x.shape[0] < x.shape[1] else 1)
     target = int(getattr(speech_tokenizer_model, "sample_rate", sample_rate))
     if sample_rate != target:
-        import torchaudio.functional as AF
+        from anygpt.media import resample  # bounded cost: a voice prompt is outside input too
 
-        x = AF.resample(x, sample_rate, target)
+        x = torch.from_numpy(resample(x.numpy(), int(sample_rate), target, "voice prompt"))
     x = x[: int(max_seconds * target)]
     if x.numel() < getattr(speech_tokenizer_model, "downsample_rate", 320):
         raise ValueError(f"voice prompt too short ({x.numel()} samples at {target} Hz)")

@@ -10,7 +10,16 @@ Design (what makes a rerun after a kill finish the rest with no duplicates and n
   ``shard-KKKKK.errors.jsonl`` is written first, then the Parquet file, both atomically. A rerun
   skips finished shards.
 - ``job.json`` pins the manifest hash, shard size and tokenizer fingerprint: a rerun with another
-  manifest or tokenizer into the same directory is refused instead of mixing codes.
+  manifest or tokenizer into the same directory is refused instead of mixing codes. It is created
+  with ``O_EXCL`` semantics (a hard link of a complete temp file), so of two jobs started at once
+  on one folder exactly one writes it and the other compares against it.
+- Each rank holds an ``fcntl`` lock on ``.lock-rank-R`` (with its pid inside) for the whole run: a
+  second job for the same rank and folder is refused naming the holder; the kernel drops the lock
+  when the holder dies, so a killed run never blocks a rerun. A killed run's temp files are
+  deleted only when the pid in their name is not a live process, so a live writer's temp file is
+  never touched (a job with another world size writing the same shard included).
+- Before merging, every shard's ids (rows plus errors) are checked to be exactly its manifest
+  rows; a shard that is not (written by another job) is deleted and the job fails: rerun.
 - When every shard exists, the rank that notices (the last to finish) merges the per-shard errors
   into ``errors.jsonl`` (``{"id","path","reason"}``) and writes ``manifest.json`` (counts,
   fingerprint, card); past ``max_error_rate`` the job fails.
@@ -18,10 +27,13 @@ Design (what makes a rerun after a kill finish the rest with no duplicates and n
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +118,26 @@ def errors_name(k: int) -> str:
 def remove_stale_temps(out: Path, k: int) -> list[Path]:
     """Delete the temp files a killed run left for shard ``k`` (``.shard-KKKKK.*.tmp``); returns them.
 
-    Called only for shards this rank is about to write, so another live rank's temp is never touched."""
-    stale = [p for p in out.glob(f".shard-{k:05d}.*") if p.name.endswith(".tmp")]
+    Called only for shards this rank is about to write; a temp file whose name carries the pid of
+    another live process (``atomic_path`` names) is left alone: that process is writing it."""
+    stale = [p for p in out.glob(f".shard-{k:05d}.*") if p.name.endswith(".tmp") and not _written_by_live_process(p)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def _written_by_live_process(p: Path) -> bool:
+    parts = p.name.split(".")
+    pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def item_size(item: Any) -> int:
@@ -198,16 +225,109 @@ def tokenize_shard(tok: ModalityTokenizer, items: list[ManifestItem], modality: 
 def _check_job_file(out: Path, job: dict) -> None:
     """Refuse to resume into a directory made from another manifest / shard size / tokenizer."""
     path = out / JOB_FILE
-    if path.exists():
+    if not _create_exclusive(path, json.dumps(job, indent=1, sort_keys=True)):
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = [k for k in ("manifest_hash", "shard_size", "fingerprint", "modality") if old.get(k) != job.get(k)]
         if diff:
             raise ValueError(f"{out}: holds a job with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)}' for k in diff)}); use a new --out directory")
-    else:
-        atomic_write_text(path, json.dumps(job, indent=1, sort_keys=True))
 
 
+def _create_exclusive(path: Path, text: str) -> bool:
+    """Write ``path`` only if it does not exist, atomically and complete (a fsynced temp file
+    hard-linked into place: the link fails when another process made the file first).
+    Returns False when the file already existed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+class JobBusy(ValueError):
+    """Another live process holds this tokenize job (same folder and rank, or the same shard)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[bool]:
+    """Hold an ``fcntl`` lock on ``path`` (its content: the holder's pid) for the ``with`` block.
+    Yields True when taken, False when a live process holds it (``what`` names it in messages).
+    The kernel releases the lock when its holder dies, so a stale lock file never blocks."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield True
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def lock_holder(path: Path) -> str:
+    """The pid written in a lock file, for messages ("?" when unreadable)."""
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def verify_shard_ids(out: Path, items: list[ManifestItem], shard_size: int, n_shards: int) -> None:
+    """Check that each shard's ids (Parquet rows plus its errors file) are exactly its manifest
+    rows. A shard that is not (another job wrote it) is deleted, with its errors file, and a
+    ``ValueError`` names it: a rerun redoes it."""
+    import pyarrow.parquet as pq
+
+    bad = []
+    for k in range(n_shards):
+        want = sorted(it.id for it in items[k * shard_size:(k + 1) * shard_size])
+        got = [str(i) for i in pq.read_table(out / shard_name(k), columns=["id"]).column("id").to_pylist()]
+        ep = out / errors_name(k)
+        if ep.exists():
+            got += [str(json.loads(line)["id"]) for line in ep.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if sorted(got) != want:
+            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+            bad.append(f"{shard_name(k)} (missing {missing[:3]}, foreign {extra[:3]}, {len(got)} ids for {len(want)} rows)")
+            (out / shard_name(k)).unlink(missing_ok=True)
+            ep.unlink(missing_ok=True)
+    if bad:
+        raise ValueError(f"{out}: shards that do not hold their manifest rows were removed: {'; '.join(bad[:5])}; "
+                         "rerun the same command to redo them")
+
+
+def _exclusive_per_rank(job: Any) -> Any:
+    """Run ``job(card, out_dir, **kw)`` holding ``OUT/.lock-rank-R`` (see the module docstring);
+    a second live job for that folder and rank raises :class:`JobBusy` naming the holder's pid."""
+    import functools
+
+    @functools.wraps(job)
+    def run(card: Any, out_dir: str | os.PathLike, **kw: Any) -> JobResult:
+        rank = kw.get("rank")
+        rank = dist_info()[0] if rank is None else rank
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        lock = out / f".lock-rank-{rank}"
+        with exclusive_lock(lock, "tokenize job") as held:
+            if not held:
+                raise JobBusy(f"{out}: another tokenize job (pid {lock_holder(lock)}) is running rank {rank} in this "
+                              "folder; wait for it to finish or use another --out")
+            return job(card, out_dir, **kw)
+
+    return run
+
+
+@_exclusive_per_rank
 def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os.PathLike, *,
                       manifest: str | os.PathLike | None = None, hf_dataset: str | os.PathLike | None = None,
                       modality: str | None = None, batch_size: int = 16, shard_size: int = 1000,
@@ -268,6 +388,7 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
         bar.update(len(chunk))
     bar.close()
     if all((out / shard_name(k)).exists() for k in range(n_shards)):
+        verify_shard_ids(out, items, shard_size, n_shards)
         merge_job(out, n_shards, card_obj, meta, manifest_hash, max_error_rate, result)
     return result
 

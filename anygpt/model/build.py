@@ -53,7 +53,10 @@ def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str
 
     kw = {"attn_implementation": cfg.attn_implementation}
     if init_from or cfg.base:
-        model = AutoModelForCausalLM.from_pretrained(init_from or cfg.base, dtype=dtype, **kw)
+        from anygpt.utils import refuse_remote_code
+
+        refuse_remote_code(init_from or cfg.base)
+        model = AutoModelForCausalLM.from_pretrained(init_from or cfg.base, dtype=dtype, trust_remote_code=False, **kw)
     else:
         spec = dict(cfg.from_config or {})
         model_type = spec.pop("model_type", "llama")

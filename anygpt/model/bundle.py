@@ -26,7 +26,7 @@ from typing import Any
 
 from anygpt.data.templates import Template, get_template, template_from_dict
 from anygpt.modality.base import CARD_FILE, ModalityTokenizer, load_card, load_tokenizer
-from anygpt.utils import atomic_write_text
+from anygpt.utils import atomic_write_text, refuse_remote_code
 from anygpt.vocab import LAYOUT_FILE, VocabLayout
 
 TEMPLATE_FILE = "anygpt_template.json"
@@ -106,6 +106,7 @@ def load_bundle(
     p = Path(path)
     if not (p / "config.json").exists():
         raise FileNotFoundError(f"{p}: not a model directory (no config.json)")
+    refuse_remote_code(p)  # before anything reads the folder: an auto_map would run its own code
     tokenizer = load_base_tokenizer(p)
     if (p / LAYOUT_FILE).exists():
         layout = VocabLayout.load(p)
@@ -120,7 +121,8 @@ def load_bundle(
     generation = json.loads((p / GENERATION_FILE).read_text()) if (p / GENERATION_FILE).exists() else {}
     cls = model_cls or AutoModelForCausalLM
     # weights_only: a released ``pytorch_model.bin`` is a pickle; never let it run code.
-    model = cls.from_pretrained(str(p), dtype=dtype or torch.float32, weights_only=True).to(device).eval()
+    model = cls.from_pretrained(str(p), dtype=dtype or torch.float32, weights_only=True,
+                              trust_remote_code=False).to(device).eval()
     toks: dict[str, ModalityTokenizer] = {}
     if with_tokenizers and (p / CARDS_DIR).is_dir():
         for d in sorted((p / CARDS_DIR).iterdir()):

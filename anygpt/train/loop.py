@@ -31,7 +31,7 @@ from anygpt.data.packing import model_inputs, token_losses
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
-from anygpt.train import checkpoint
+from anygpt.train import checkpoint, contract
 from anygpt.train.config import TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
@@ -171,6 +171,9 @@ def run(cfg: TrainConfig) -> Path | None:
     rank, world, device = init_distributed()
     out_dir = Path(cfg.out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    # before config.yaml is rewritten: a resume must use the settings its checkpoints were made with
+    for line in contract.check_resume(cfg, out_dir, world, cosine_with_warmup, rank):
+        print0(line)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
@@ -191,6 +194,7 @@ def run(cfg: TrainConfig) -> Path | None:
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
     if cfg.init_from:
         check_against_model(cfg.init_from, info)
+    contract.preflight(cfg, model, [(p, load_dataset_dir(p)) for p in cfg.data.train])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     loader = MixtureLoader(
         [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
@@ -214,6 +218,8 @@ def run(cfg: TrainConfig) -> Path | None:
         step = state["step"]
         loader.load_state_dict(state["loader"])
         print0(f"resumed from {tag} at step {step}")
+        if rank == 0 and (dropped := contract.trim_metrics(out_dir, step)):
+            print0(f"metrics.jsonl: dropped {dropped} line(s) past step {step}, logged before the stop")
 
     # ---- train
     groups = {"modality": loader.modality_names, "direction": loader.direction_names,
