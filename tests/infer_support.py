@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
+from anygpt.modality.base import CodeLayout, MediaError, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
 
 LEVELS = np.array([0, 85, 170, 255])
 
@@ -39,6 +39,7 @@ class GridImageTokenizer(ModalityTokenizer):
     codebook_size = 16
     tokens_per_item = 4
     image_size = 16
+    code_layout = CodeLayout(1, 16, 4)
 
     def load_media(self, path):
         from PIL import Image, UnidentifiedImageError
@@ -93,6 +94,10 @@ class ToneAudioTokenizer(ModalityTokenizer):
         self.codebook_size = self.n_q * self.layer_size
         self.max_seconds = float(s.get("max_seconds", 10))
         self.frames_per_second = self.sample_rate / self.hop
+
+    @property
+    def code_layout(self):
+        return CodeLayout(self.n_q, self.layer_size)
 
     def load_media(self, path):
         import soundfile as sf

@@ -17,7 +17,7 @@ from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sa
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
 from anygpt.data.templates import IGNORE_INDEX, get_template
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 FIXTURES = Path(__file__).parent / "data"
@@ -31,6 +31,7 @@ class FakeImageTokenizer(ModalityTokenizer):
     modality = "image"
     codebook_size = 16
     tokens_per_item = 4
+    code_layout = CodeLayout(1, 16, 4)
 
     def load_media(self, path):
         from PIL import Image
