@@ -170,7 +170,7 @@ def write_cards(root: Path) -> dict[str, Path]:
 
 def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | None = None,
                 generation: dict | None = None, seed: int = 0, profile: str = "default",
-                template: str = "chat") -> Path:
+                template: str = "chat", sizes: dict[str, int] | None = None) -> Path:
     """Save a tiny random Llama (hidden 64, 2 layers) grown with a layout (``default`` profile and
     our ``chat`` template unless told otherwise, e.g. ``anygpt`` + ``anygpt-pretrain``) as a bundle."""
     import torch
@@ -182,7 +182,7 @@ def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | No
     from anygpt.vocab import VocabLayout, load_base_tokenizer
 
     cards = cards or write_cards(out.parent / (out.name + "_cards"))
-    sizes = {m: load_tokenizer(c).codebook_size for m, c in cards.items()}
+    sizes = sizes or {m: load_tokenizer(c).code_layout.n_codes for m, c in cards.items()}
     tok = load_base_tokenizer(base_tokenizer_dir)
     layout = VocabLayout.from_profile(profile, len(tok), sizes)
     layout.grow_tokenizer(tok)

@@ -29,6 +29,8 @@ import numpy as np
 
 CARD_FILE = "card.yaml"
 MODALITIES = ("image", "speech", "music")
+# codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
+WINDOW_TOKENS = 4000
 
 
 class MediaError(ValueError):
@@ -169,6 +171,29 @@ class ModalityTokenizer(abc.ABC):
         if self.modality == "image":
             return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
+
+    def load_window(self, path: str | os.PathLike, start: float = 0.0, length: float | None = None) -> Any:
+        """Audio: only ``length`` seconds from ``start`` (a long recording's window), with this
+        tokenizer's rate and ``max_seconds`` limit applied to the window. Images have no windows."""
+        from anygpt import media
+
+        if self.modality == "image":
+            raise ValueError(f"{path}: a window (start, length) applies to audio, not images")
+        return media.load_audio(path, self.sample_rate, self.max_seconds, start=start, length=length)
+
+    @property
+    def default_window_seconds(self) -> float | None:
+        """Seconds of audio per window when a long recording is cut (tokenize, chat): the card's
+        ``window_seconds``, else the longest that fits ``max_seconds`` and :data:`WINDOW_TOKENS`
+        codes (LLaMA-2 has 4,096 positions; EnCodec 32 kHz at 200 codes/s gives 20 s, the
+        reference base model's crop). None for images."""
+        if self.modality == "image":
+            return None
+        if self.card is not None and self.card.settings.get("window_seconds") is not None:
+            return float(self.card.settings["window_seconds"])
+        fit = float(int(WINDOW_TOKENS / self.frames_per_second)) if self.frames_per_second else None
+        limits = [x for x in (self.max_seconds, fit) if x]
+        return min(limits) if limits else None
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:
         from anygpt import media
