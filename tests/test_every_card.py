@@ -45,7 +45,10 @@ TINY_SEED2 = dict(image_size=28, patch_size=14, vit_width=32, vit_depth=2, vit_h
                   qformer_hidden=48, qformer_layers=2, qformer_heads=4, qformer_intermediate=96,
                   decode_depth=1, decode_heads=4, image_down_dims=[16, 8, 4], embed_dim=24)
 TINY_STORM = dict(dim=32, depth=2, heads=2, dim_head=16, conv_kernel_size=7)
-SLOW = {"encodec_24khz", "janus-vq", "seed2"}  # full-size encodec / 384 px decoder / unCLIP: tens of seconds on CPU
+# under -m slow: the full-size encodec 24 kHz, Janus' 384 px decoder, unCLIP, a second SpeechTokenizer
+# card and the Griffin-Lim demo audio decoders (tens of seconds each on a busy CPU); the default run
+# keeps one card per layout kind: fixed (demo-image), one stream (speechtokenizer), frames (encodec_32khz)
+SLOW = {"encodec_24khz", "janus-vq", "seed2", "speechtokenizer_soundstorm", "demo-speech", "demo-music"}
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +178,8 @@ def test_constrained_generation_through_the_shipped_card(name, tmp_path, monkeyp
     bundle.tokenizers = {modality: tok}
     layout = bundle.layout
     assert tok.code_layout.n_codes <= len(layout.code_range(modality))
-    n_new = real[2] + 1 if real[0] == "fixed" else 41  # an image whole; audio cut by the budget, then closed
-    prompts = [build_prompt_ids(bundle, t, output_modality=modality) for t in ("a red circle", "say hello", "one two")]
+    n_new = real[2] + 1 if real[0] == "fixed" else 25  # an image whole; audio cut by the budget, then closed
+    prompts = [build_prompt_ids(bundle, t, output_modality=modality) for t in ("a red circle", "say hello")]
     replies = generate_batch(bundle, prompts, modality, GenerationSettings(max_new_tokens=n_new, temperature=2.0, top_k=0), seed=3)
     for r in replies:
         assert not span_errors(r, layout, modality, real), span_errors(r, layout, modality, real)
@@ -192,7 +195,7 @@ def test_constrained_generation_through_the_shipped_card(name, tmp_path, monkeyp
         assert allowed == set(range(first + 3 * real[2], first + 4 * real[2]))
 
     writer = _Writer(tmp_path / "out")
-    for i, r in enumerate(replies):
+    for i, r in enumerate(replies[:1]):  # decoding is the slow part; the layout checks covered every reply
         codes = layout.split_ids(r)[0][1]
         item = decode_one(tok, codes, f"{name}-{i}", writer, warn=lambda m: None)
         assert item.path is not None, item.warnings
