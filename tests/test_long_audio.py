@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from anygpt.modality.base import MediaError
 from anygpt.modality.tokenize_job import Windowing, window_id
 
 
@@ -22,6 +23,8 @@ def test_windowing_spans_cover_the_recording():
     assert window_id("clip", 30.0) == "clip@30" and window_id("clip", 2.5) == "clip@2.5"
     with pytest.raises(ValueError, match="hop-seconds"):
         Windowing(None, 5.0)
+    with pytest.raises(MediaError, match="3600 s would make about 720 windows of 5 s, more than max_windows 100"):
+        Windowing(5.0, max_windows=100).spans(3600.0)  # an hour of audio is not silently a thousand rows
 
 
 @pytest.fixture(scope="module")

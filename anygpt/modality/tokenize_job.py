@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -181,6 +182,7 @@ class Windowing:
     window_seconds: float | None
     hop_seconds: float | None = None
     min_tail_seconds: float = 1.0
+    max_windows: int = 1000  # one recording may give at most this many rows (a 20 s window: 5.5 h)
 
     def __post_init__(self) -> None:
         if self.window_seconds is not None and self.window_seconds <= 0:
@@ -198,6 +200,10 @@ class Windowing:
         w = self.window_seconds
         if w is None or duration <= w + 1e-6:
             return [(0.0, None)]
+        n = math.ceil((duration - w) / self.hop - 1e-9) + 1  # windows until one reaches the end
+        if n > self.max_windows:
+            raise MediaError(f"{duration:.0f} s would make about {n} windows of {w:g} s, more than max_windows "
+                             f"{self.max_windows}; cut the recording first or use longer windows")
         out, k = [], 0
         while True:
             start = round(k * self.hop, 6)
