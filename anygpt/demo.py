@@ -222,6 +222,8 @@ class Demo:
         recipe = {
             "template": "chat", "mix_by": "samples", "seed": self.cfg.seed, "loss_on": self.cfg.pretrain_loss_on,
             "num_samples": self.cfg.pretrain_samples,
+            # declared: a sample past the training rows is cut here (training refuses undeclared overflow)
+            "max_length": self.cfg.seq_len, "overlong": "truncate",
             "datasets": [
                 {"name": f"{m}_pairs", "shards": str(self.path("shards", m)), "modality": m, "weight": self.cfg.mix[m],
                  "t2x_prob": self.cfg.t2x_prob[m], "card": str(self.card(m))}
@@ -234,9 +236,10 @@ class Demo:
         toks = {m: load_tokenizer(self.card(m), device="cpu") for m in MODALITIES}
         shards = {m: self.path("shards", m) for m in MODALITIES}
         build_sft([self.path("corpus", "conversations_train.jsonl")], tok, layout, self.path("data", "sft"),
-                  tokenizers=toks, shards=shards, template_name="chat", overwrite=True)
+                  tokenizers=toks, shards=shards, template_name="chat", overwrite=True,
+                  max_length=self.cfg.seq_len, overlong="truncate")
         build_sft([self.path("corpus", "conversations_eval.jsonl")], tok, layout, self.path("data", "sft_val"),
-                  tokenizers=toks, template_name="chat", overwrite=True)
+                  tokenizers=toks, template_name="chat", overwrite=True, max_length=self.cfg.seq_len, overlong="truncate")
 
     def _train(self, stage: str, overrides: list[str]) -> None:
         from anygpt.train.launch import launch

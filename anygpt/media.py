@@ -199,14 +199,34 @@ def resample(wav: np.ndarray, orig_sr: int, sample_rate: int | None, where: str 
     return out.numpy().astype(np.float32, copy=False)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seconds: float | None = None) -> np.ndarray:
-    """Read wav/flac/ogg/mp3 as a mono float32 waveform at ``sample_rate`` (file rate when None).
-
-    Refuses files longer than ``max_seconds`` before decoding them."""
+def audio_duration(path: str | os.PathLike) -> float:
+    """Seconds of audio in a file, from its header (nothing is decoded)."""
     import soundfile as sf
 
     path = Path(path)
     _check_regular(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise MediaError(f"{path}: not a readable audio file ({e})") from None
+    if info.frames == 0 or info.samplerate <= 0:
+        raise MediaError(f"{path}: audio is empty")
+    return float(info.frames) / float(info.samplerate)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seconds: float | None = None,
+               start: float = 0.0, length: float | None = None) -> np.ndarray:
+    """Read wav/flac/ogg/mp3 as a mono float32 waveform at ``sample_rate`` (file rate when None).
+
+    ``start``/``length`` (seconds) read only that window of the file (``length`` None: to the end).
+    Refuses audio longer than ``max_seconds`` — the part that would be read — before decoding it."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_regular(path)
+    if start < 0 or (length is not None and length <= 0):
+        raise MediaError(f"{path}: window start {start} s / length {length} s must be >= 0 / > 0")
+    windowed = start > 0 or length is not None
     try:
         info = sf.info(str(path))
         if info.channels <= 0:
@@ -216,15 +236,23 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, max_seco
         if not MIN_SOURCE_RATE <= info.samplerate <= MAX_SOURCE_RATE:  # before decoding or resampling
             raise MediaError(f"{path}: sample rate {info.samplerate} Hz is outside the supported range "
                              f"{MIN_SOURCE_RATE}–{MAX_SOURCE_RATE} Hz")
-        if max_seconds is not None and info.frames > 0 and info.duration > max_seconds:
-            raise MediaError(f"{path}: audio is {info.duration:.2f} s, longer than the limit {max_seconds} s")
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        first = int(round(start * info.samplerate))
+        if info.frames > 0 and first >= info.frames:
+            raise MediaError(f"{path}: window start {start:g} s is past the end ({info.duration:.2f} s)")
+        frames = -1 if length is None else max(1, int(round(length * info.samplerate)))
+        span = info.duration - start if length is None else min(length, info.duration - start)
+        if max_seconds is not None and info.frames > 0 and span > max_seconds:
+            hint = "; give a window (start, length)" if not windowed else ""
+            raise MediaError(f"{path}: audio is {span:.2f} s, longer than the limit {max_seconds} s{hint}")
+        data, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
     except MediaError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise MediaError(f"{path}: not a readable audio file ({e})") from None
     if data.shape[1] == 0:
         raise MediaError(f"{path}: audio has no channels")
+    if data.shape[0] == 0:
+        raise MediaError(f"{path}: the window at {start:g} s holds no audio")
     if max_seconds is not None and data.shape[0] / sr > max_seconds:  # formats with unknown frame count
         raise MediaError(f"{path}: audio is {data.shape[0] / sr:.2f} s, longer than the limit {max_seconds} s")
     wav = check_waveform(data.mean(axis=1), str(path))

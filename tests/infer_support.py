@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
+from anygpt.modality.base import CodeLayout, MediaError, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
 
 LEVELS = np.array([0, 85, 170, 255])
 
@@ -39,6 +39,7 @@ class GridImageTokenizer(ModalityTokenizer):
     codebook_size = 16
     tokens_per_item = 4
     image_size = 16
+    code_layout = CodeLayout(1, 16, 4)
 
     def load_media(self, path):
         from PIL import Image, UnidentifiedImageError
@@ -93,6 +94,10 @@ class ToneAudioTokenizer(ModalityTokenizer):
         self.codebook_size = self.n_q * self.layer_size
         self.max_seconds = float(s.get("max_seconds", 10))
         self.frames_per_second = self.sample_rate / self.hop
+
+    @property
+    def code_layout(self):
+        return CodeLayout(self.n_q, self.layer_size)
 
     def load_media(self, path):
         import soundfile as sf
@@ -165,7 +170,7 @@ def write_cards(root: Path) -> dict[str, Path]:
 
 def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | None = None,
                 generation: dict | None = None, seed: int = 0, profile: str = "default",
-                template: str = "chat") -> Path:
+                template: str = "chat", sizes: dict[str, int] | None = None) -> Path:
     """Save a tiny random Llama (hidden 64, 2 layers) grown with a layout (``default`` profile and
     our ``chat`` template unless told otherwise, e.g. ``anygpt`` + ``anygpt-pretrain``) as a bundle."""
     import torch
@@ -177,7 +182,7 @@ def make_bundle(out: Path, base_tokenizer_dir: Path, cards: dict[str, Path] | No
     from anygpt.vocab import VocabLayout, load_base_tokenizer
 
     cards = cards or write_cards(out.parent / (out.name + "_cards"))
-    sizes = {m: load_tokenizer(c).codebook_size for m, c in cards.items()}
+    sizes = sizes or {m: load_tokenizer(c).code_layout.n_codes for m, c in cards.items()}
     tok = load_base_tokenizer(base_tokenizer_dir)
     layout = VocabLayout.from_profile(profile, len(tok), sizes)
     layout.grow_tokenizer(tok)

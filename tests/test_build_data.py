@@ -17,7 +17,7 @@ from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sa
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
 from anygpt.data.templates import IGNORE_INDEX, get_template
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 FIXTURES = Path(__file__).parent / "data"
@@ -31,6 +31,7 @@ class FakeImageTokenizer(ModalityTokenizer):
     modality = "image"
     codebook_size = 16
     tokens_per_item = 4
+    code_layout = CodeLayout(1, 16, 4)
 
     def load_media(self, path):
         from PIL import Image
@@ -366,3 +367,45 @@ def test_corpus_conversations_to_sft_set_with_demo_tokenizer_cards(base_tokenize
         want = [(r.modality, toks[r.modality].encode([toks[r.modality].load_media(conv_file.parent / r.path)])[0].tolist())
                 for r in refs]
         assert got == want
+
+
+def test_overlong_samples_follow_the_recipe_policy_and_training_names_them(grown_default, tmp_path):
+    """A sample past max_length is dropped (recorded), stops the build naming it, or is cut, as
+    the recipe says; a set with a sample past the training seq_len is refused naming the sample."""
+    import datasets
+
+    from anygpt.data.loader import check_sample_lengths
+
+    _, tok, layout = grown_default
+    rng = np.random.default_rng(1)
+    rows = _shard(tmp_path / "sp" / "s0.parquet", "speech", 6, 32, "fp-sp", rng)
+    long = {"id": "talk@30", "modality": "speech", "codes": rng.integers(0, 32, 200).tolist(), "text": "a long one",
+            "source": "talk.wav"}
+    write_shard(tmp_path / "sp" / "s1.parquet", [long], {"fingerprint": "fp-sp", "backend": "test", "modality": "speech",
+                                                          "codebook_size": 32})
+    base = {"seed": 0, "num_samples": 40, "max_length": 80,
+            "datasets": [{"name": "voices", "shards": "sp", "modality": "speech", "t2x_prob": 0.0}]}
+
+    def build(policy, name):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**base, "overlong": policy}))
+        return build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / f"{name}.yaml"), tok, layout, tmp_path / name)
+
+    dropped = datasets.load_from_disk(str(build("drop", "drop")))
+    assert max(dropped["length"]) <= 80 and "talk@30" not in dropped["id"]
+    assert "voices:talk@30" in (tmp_path / "drop" / "errors.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"voices:talk@30: \d+ tokens > max_length 80 \(recipe overlong: error"):
+        build("error", "error")
+    cut = build("truncate", "cut")
+    assert max(datasets.load_from_disk(str(cut))["length"]) == 80
+    assert json.loads((cut / "anygpt_data.json").read_text())["length_policy"]["truncated"] >= 1
+    with pytest.raises(ValueError, match="overlong must be one of"):
+        build("squash", "bad")
+
+    whole = dict(base, max_length=None)
+    (tmp_path / "whole.yaml").write_text(yaml.safe_dump(whole))
+    out = build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / "whole.yaml"), tok, layout, tmp_path / "whole")
+    ds = datasets.load_from_disk(str(out))
+    check_sample_lengths(out, ds, 512)  # fits: no error
+    with pytest.raises(ValueError, match=r"whole: \d+ sample\(s\) longer than data.seq_len 80: talk@30 from voices"):
+        check_sample_lengths(out, ds, 80)
+    assert len(rows) == 6

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anygpt.modality.base import ModalityTokenizer, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, register_backend
 
 RATE = 8000
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220)}
@@ -27,6 +27,7 @@ class _FakeImage(ModalityTokenizer):
     codebook_size = 16
     tokens_per_item = 16
     image_size = 32
+    code_layout = CodeLayout(1, 16, 16)
 
     def load_media(self, path):
         return Image.open(path).convert("RGB").resize((32, 32))
@@ -50,6 +51,7 @@ class _FakeAudio(ModalityTokenizer):
     """25 frames/s; a frame's code is its dominant pitch bin; decoding plays that pitch."""
 
     codebook_size = 32
+    code_layout = CodeLayout(1, 32)
     frames_per_second = 25.0
     sample_rate = RATE
     max_seconds = 2.0

@@ -11,15 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anygpt.inference.constraints import ModalityLogitsProcessor, SpanRule
+from anygpt.modality.base import CodeLayout
 from anygpt.vocab import VocabLayout
 
 
 BASE = 40
 LAYOUT = VocabLayout.from_profile("default", BASE, {"image": 12, "speech": 6, "music": 16})
 RULES = {
-    "image": SpanRule("image", 10, tokens_per_item=3),  # the layout reserves 12; the tokenizer decodes 10
-    "speech": SpanRule("speech", 6),
-    "music": SpanRule("music", 16, n_q=2, layer_size=8),
+    "image": SpanRule("image", CodeLayout(1, 10, 3)),  # the layout reserves 12; the tokenizer decodes 10
+    "speech": SpanRule.from_tokenizer("speech", 6, None),  # no tokenizer: one free stream of the layout's codes
+    "music": SpanRule("music", CodeLayout(2, 8)),  # two layers frame-major, as EnCodec (real cards: test_every_card)
 }
 STOP = [LAYOUT.token_id("<|end|>")]
 WIDTH = LAYOUT.padded_vocab_size
@@ -54,8 +55,8 @@ def well_formed_errors(ids: list[int], layout: VocabLayout, rules: dict[str, Spa
                     errs.append(f"{pos}: {cur} span closed after {n} codes, needs {r.tokens_per_item}")
                 if n == 0:
                     errs.append(f"{pos}: empty {cur} span")
-                if n % r.n_q:
-                    errs.append(f"{pos}: {cur} span closed mid-frame ({n} codes, n_q {r.n_q})")
+                if n % r.layers:
+                    errs.append(f"{pos}: {cur} span closed mid-frame ({n} codes, layers {r.layers})")
                 cur = None
                 continue
             if layout.modality_of_id(t) != cur:
@@ -64,8 +65,8 @@ def well_formed_errors(ids: list[int], layout: VocabLayout, rules: dict[str, Spa
             code = t - layout.code_range(cur).start
             if code >= r.n_codes:
                 errs.append(f"{pos}: {cur} code {code} beyond the tokenizer's {r.n_codes}")
-            if r.n_q > 1 and code // r.layer_width != n % r.n_q:
-                errs.append(f"{pos}: {cur} code {code} in layer {code // r.layer_width}, slot wants {n % r.n_q}")
+            if r.layers > 1 and code // r.layer_width != n % r.layers:
+                errs.append(f"{pos}: {cur} code {code} in layer {code // r.layer_width}, slot wants {n % r.layers}")
             if r.tokens_per_item and n >= r.tokens_per_item:
                 errs.append(f"{pos}: {cur} span longer than {r.tokens_per_item}")
             n += 1

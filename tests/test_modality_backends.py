@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from anygpt.modality import testing as T
-from anygpt.modality.base import backend_names, get_backend, load_tokenizer
+from anygpt.modality.base import CodeLayout, backend_names, get_backend, load_tokenizer
 
 
 def card(tmp_path, backend, modality, **settings):
@@ -52,6 +52,8 @@ def test_speechtokenizer_published_layout(tmp_path):
     tok = load_tokenizer(card(tmp_path, "speechtokenizer", "speech", path="speechtokenizer_hubert_avg",
                               config="config.json", checkpoint="SpeechTokenizer.pt"))
     assert (tok.sample_rate, tok.frames_per_second, tok.codebook_size) == (16000, 50, 1024)
+    # the codec has 8 RVQ layers, but the LLM sequence holds layer 0 only: one stream of 1024 codes
+    assert tok.n_q == 8 and tok.code_layout == CodeLayout(1, 1024, None)
     wavs = T.audio_corpus(16000, 2, seed=7)
     wavs[1] = wavs[1][:8000]
     codes, wav = check_audio_roundtrip(tok, wavs, [50, 25], min_agree=0.5)
@@ -69,6 +71,7 @@ def test_encodec_hf_published_layout_and_flattening(tmp_path):
     assert {p.name for p in (tmp_path / "encodec_32khz").iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
     tok = load_tokenizer(card(tmp_path, "encodec-hf", "music", path="encodec_32khz"))
     assert (tok.n_q, tok.layer_size, tok.codebook_size, tok.frames_per_second) == (4, 2048, 8192, 200)
+    assert tok.code_layout == CodeLayout(4, 2048, None)  # all four layers, frame-major, in the sequence
     wavs = T.audio_corpus(32000, 2, seed=3)
     wavs[1] = wavs[1][:16000]
     codes, wav = check_audio_roundtrip(tok, wavs, [200, 100])

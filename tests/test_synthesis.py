@@ -14,7 +14,7 @@ from anygpt.data.conversations import check_conversation, referenced_media, spli
 from anygpt.data.shapes import analyse_image
 from anygpt.data.synthesis import DESCRIPTION, PromptedTextGenerator, SynthesisConfig, run_synthesis
 from anygpt.data.templates import IGNORE_INDEX
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 SMALL = dict(meta_topics=["art", "music"], topics_per_meta=2, scenarios_per_topic=1, dialogues_per_scenario=3,
@@ -26,6 +26,7 @@ class FakeMediaTokenizer(ModalityTokenizer):
     """8 codes per item from coarse statistics of the file (any modality)."""
 
     codebook_size = 16
+    code_layout = CodeLayout(1, 16, 8)
 
     def __init__(self, modality: str):
         super().__init__(TokenizerCard("test-fake", modality, Path(".")), "cpu")

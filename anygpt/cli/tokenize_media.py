@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fail (exit 1) when more than this fraction of items is bad (default 0.1)")
     p.add_argument("--max-shards", type=int, help="stop after this many new shards (rerun to continue)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available; LOCAL_RANK picks the GPU)")
+    p.add_argument("--window-seconds", type=float, default=None,
+                   help="audio: cut recordings longer than this into windows, one row each, id <id>@<offset> "
+                        "(default: the card's window_seconds, else the longest that fits max_seconds and 4000 codes)")
+    p.add_argument("--hop-seconds", type=float, help="audio: a new window every this many seconds (default: the window)")
+    p.add_argument("--no-windows", action="store_true", help="audio: never cut; recordings over max_seconds are errors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, shard_size=args.shard_size, max_batch_seconds=args.max_batch_seconds,
         max_error_rate=args.max_error_rate, device=device, max_shards=args.max_shards,
         progress=not args.no_progress,
+        window_seconds=None if args.no_windows else (args.window_seconds or "auto"), hop_seconds=args.hop_seconds,
     )
     print(f"tokenized {res.shards_done} shard(s), {res.shards_skipped} already done, of {res.shards_total}")
     if res.merged:

@@ -22,6 +22,7 @@ training checks with :func:`check_data_info`.
 
 from __future__ import annotations
 
+import dataclasses
 import collections.abc
 import hashlib
 import json
@@ -290,6 +291,9 @@ class PretrainRecipe:
     seed: int = 0
     loss_on: str = "assistant"
     max_length: int | None = None
+    # a sample longer than max_length: "drop" (recorded in errors.jsonl), "error" (stop, naming it)
+    # or "truncate" (cut to max_length, counted in anygpt_data.json); see docs/data.md
+    overlong: str = "drop"
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainRecipe":
@@ -318,6 +322,8 @@ class PretrainRecipe:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"{p}: dataset names must be unique, got {names}")
+        if d.get("overlong", "drop") not in OVERLONG_POLICIES:
+            raise ValueError(f"{p}: overlong must be one of {', '.join(OVERLONG_POLICIES)}, not {d['overlong']!r}")
         return cls(specs, **{k: v for k, v in d.items() if k != "datasets"})
 
 
@@ -343,6 +349,7 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
         "modality": datasets.Value("string"),
         "direction": datasets.Value("string"),
         "source": datasets.Value("string"),
+        "id": datasets.Value("string"),  # the sample's id in its source: training errors name it
         "length": datasets.Value("int32"),
     })
     names = list(features)
@@ -353,7 +360,7 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
     from tqdm import tqdm
 
     for s in tqdm(samples, desc="building samples", unit="sample", disable=None):
-        for k, v in zip(names, (s.input_ids, s.labels, s.modality, s.direction, s.source, len(s))):
+        for k, v in zip(names, (s.input_ids, s.labels, s.modality, s.direction, s.source, s.id, len(s))):
             cols[k].append(v)
         c = counts.setdefault(s.source, {"samples": 0, "tokens": 0, "loss_tokens": 0})
         c["samples"] += 1
@@ -418,11 +425,28 @@ def check_data_info(data_dir: str | os.PathLike, layout: VocabLayout, fingerprin
 
 
 # ---------------------------------------------------------------- pretraining: entry points
-def _limit(sample: Sample, max_length: int | None, errors: ErrorLog) -> bool:
-    if max_length is not None and len(sample) > max_length:
-        errors.bad(f"{sample.source}:{sample.id}", f"{len(sample)} tokens > max_length {max_length}")
-        return False
-    return True
+OVERLONG_POLICIES = ("drop", "error", "truncate")
+
+
+def apply_length_policy(samples: Iterable[Sample], max_length: int | None, policy: str, errors: ErrorLog,
+                        counts: dict[str, int]) -> Iterator[Sample]:
+    """Samples within ``max_length`` tokens, by the recipe's ``overlong`` policy: ``drop`` records
+    a longer one in errors.jsonl, ``error`` stops naming it, ``truncate`` cuts it (counted in
+    ``counts["truncated"]``). Without ``max_length`` every sample passes (training then refuses
+    one longer than its ``seq_len``, naming it)."""
+    if policy not in OVERLONG_POLICIES:
+        raise ValueError(f"overlong must be one of {', '.join(OVERLONG_POLICIES)}, not {policy!r}")
+    for s in samples:
+        if max_length is None or len(s) <= max_length:
+            yield s
+        elif policy == "truncate":
+            counts["truncated"] = counts.get("truncated", 0) + 1
+            yield dataclasses.replace(s, input_ids=s.input_ids[:max_length], labels=s.labels[:max_length])
+        elif policy == "error":
+            raise ValueError(f"{s.source}:{s.id}: {len(s)} tokens > max_length {max_length} "
+                             "(recipe overlong: error; use drop or truncate to go on)")
+        else:
+            errors.bad(f"{s.source}:{s.id}", f"{len(s)} tokens > max_length {max_length}")
 
 
 def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
@@ -446,11 +470,13 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
         sources.append(MixSource(spec.name, spec.weight, len(pairs), _pair_maker(pairs, spec.name, spec.t2x_prob,
                                                                                   template, tokenizer, layout,
                                                                                   recipe.loss_on)))
-    samples = (s for s in mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed)
-               if _limit(s, recipe.max_length, errors))
+    counts: dict[str, int] = {}
+    samples = apply_length_policy(mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed),
+                                  recipe.max_length, recipe.overlong, errors, counts)
     info = data_info("pretrain", tokenizer, layout, template, fingerprints, mix_by=recipe.mix_by, seed=recipe.seed,
                      weights={s.name: s.weight for s in recipe.datasets},
-                     t2x_prob={s.name: s.t2x_prob for s in recipe.datasets})
+                     t2x_prob={s.name: s.t2x_prob for s in recipe.datasets},
+                     max_length=recipe.max_length, overlong=recipe.overlong, length_policy=counts)
     return write_dataset(samples, out_dir, info, errors, overwrite)
 
 

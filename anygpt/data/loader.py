@@ -56,6 +56,24 @@ def _has_no_data_files(path: Path) -> bool:
     return isinstance(state, dict) and state.get("_data_files") == []
 
 
+def check_sample_lengths(path: str | os.PathLike, ds, seq_len: int, show: int = 3) -> None:
+    """Refuse a set holding a sample longer than the training rows (``seq_len``): the packer would
+    cut it silently. The error names the set and the samples (id, source); the fix is a build-time
+    policy (recipe ``max_length`` with ``overlong: drop | error | truncate``, or ``--max-length``)."""
+    lengths = MixtureLoader._lengths(ds)
+    over = np.flatnonzero(lengths > seq_len)
+    if not len(over):
+        return
+    names = []
+    for i in over[:show].tolist():
+        row = ds[int(i)]
+        names.append(f"{row.get('id') or f'row {i}'} from {row.get('source') or '?'} ({int(lengths[i])} tokens)")
+    more = f" and {len(over) - show} more" if len(over) > show else ""
+    raise ValueError(f"{path}: {len(over)} sample(s) longer than data.seq_len {seq_len}: {'; '.join(names)}{more}; "
+                     "rebuild with a max_length (recipe max_length + overlong: drop | error | truncate, "
+                     "or build-data --max-length) or raise data.seq_len")
+
+
 class MixtureLoader:
     """Batches from a weighted mixture of datasets for one data-parallel rank.
 

@@ -146,8 +146,14 @@ def _modalities(ids: Sequence[int], layout: VocabLayout) -> str:
 def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
               tokenizers: dict[str, Any] | None = None, shards: dict[str, str | os.PathLike] | None = None,
               template_name: str | None = None, max_length: int | None = None, skip_bad: bool = False,
-              overwrite: bool = False) -> Path:
-    """Render every conversation of ``files`` (one sample each; loss on assistant turns)."""
+              overwrite: bool = False, overlong: str = "drop") -> Path:
+    """Render every conversation of ``files`` (one sample each; loss on assistant turns).
+
+    A conversation longer than ``max_length``: ``overlong="drop"`` records it (an error without
+    ``skip_bad``), ``"truncate"`` cuts it to ``max_length`` (counted in ``anygpt_data.json``)."""
+    if overlong not in ("drop", "truncate"):
+        raise ValueError(f"overlong must be drop or truncate for sft, not {overlong!r}")
+    counts: dict[str, int] = {}
     template = get_template(template_name or default_template(layout, "sft"))
     if template.name == "anygpt-pretrain":
         raise ValueError("template anygpt-pretrain renders single pairs; use anygpt-chat or chat for conversations")
@@ -190,11 +196,16 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
                 except (ValueError, KeyError, TypeError) as e:
                     errors.bad(where, str(e.args[0] if isinstance(e, KeyError) and e.args else e))
                     continue
+                ids, labels = r.input_ids, r.labels
                 if max_length is not None and len(r) > max_length:
-                    errors.bad(where, f"{len(r)} tokens > max_length {max_length}")
-                    continue
-                yield Sample(r.input_ids, r.labels, _modalities(r.input_ids, layout), "chat", Path(f).stem,
+                    if overlong == "drop":
+                        errors.bad(where, f"{len(r)} tokens > max_length {max_length}")
+                        continue
+                    counts["truncated"] = counts.get("truncated", 0) + 1
+                    ids, labels = ids[:max_length], labels[:max_length]
+                yield Sample(ids, labels, _modalities(ids, layout), "chat", Path(f).stem,
                              f"{cid}#{k}" if len(convs) > 1 else cid)
 
-    info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files])
+    info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files],
+                     max_length=max_length, overlong=overlong, length_policy=counts)
     return write_dataset(samples(), out_dir, info, errors, overwrite)

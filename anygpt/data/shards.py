@@ -2,7 +2,8 @@
 
 Columns: ``id`` (str), ``modality`` (str), ``codes`` (list<int32>, modality-local, flattened as
 the tokenizer declares), ``text`` (str or null: caption / transcript / description), ``source``
-(str: the media path). The file's schema metadata records the tokenizer that made the codes
+(str: the media path), ``offset`` / ``duration`` (float seconds or null: the window of a long
+recording this row holds; null for images). The file's schema metadata records the tokenizer that made the codes
 (``anygpt.fingerprint``, ``anygpt.backend``, ``anygpt.modality``, ``anygpt.codebook_size``) so
 that training can refuse shards made by another tokenizer.
 
@@ -28,6 +29,8 @@ SCHEMA = pa.schema(
         ("codes", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("source", pa.string()),
+        ("offset", pa.float64()),  # audio: seconds into the source where this row's window starts
+        ("duration", pa.float64()),  # audio: seconds of source this row's codes cover
     ]
 )
 META_PREFIX = "anygpt."
@@ -83,5 +86,6 @@ def load_shards(src, expect_fingerprint: str | None = None):
         fp = read_meta(f).get("fingerprint")
         if expect_fingerprint is not None and fp != expect_fingerprint:
             raise FingerprintMismatch(f"{f}: codes made by tokenizer {fp}, the model expects {expect_fingerprint}")
-    table = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None) for f in files])
+    # promote: shards written before the offset/duration columns existed read as nulls there
+    table = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None) for f in files], promote_options="default")
     return datasets.Dataset(table)

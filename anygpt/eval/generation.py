@@ -170,7 +170,7 @@ def reference_generate_batch(bundle: Any, prompts: list[list[int]], output_modal
         allowed[r.start : r.stop] = True
         allowed[stops] = True
         mt = bundle.tokenizers.get(output_modality)
-        fixed = getattr(mt, "tokens_per_item", None)
+        fixed = mt.code_layout.fixed_length if mt is not None else None
     if settings.get("max_new_tokens"):
         max_new = int(settings["max_new_tokens"])
     elif fixed:

@@ -105,10 +105,31 @@ def _load(ctx: _Ctx, tok: Any, items: Sequence[EvalItem]) -> list[tuple[EvalItem
     out = []
     for it in items:
         try:
-            out.append((it, tok.load_media(it.path)))
+            out.append((it, _load_item(ctx, tok, it)))
         except Exception as e:  # bad media: record, go on
             ctx.errors.append(f"{it.path}: {e}")
     return out
+
+
+def _load_item(ctx: _Ctx, tok: Any, it: EvalItem) -> Any:
+    """An item's media; audio through the same windows as chat: the item's ``start``/``length``
+    attributes, else the preset's window, else (a recording longer than the tokenizer takes) its
+    first default window, noted in the report."""
+    if tok.modality == "image":
+        return tok.load_media(it.path)
+    from anygpt.inference.settings import InputWindow, input_window, resolve_window
+    from anygpt.media import audio_duration
+
+    a = it.attributes
+    if a.get("start") is not None or a.get("length") is not None:
+        window: InputWindow | None = InputWindow(a.get("start") or 0.0, a.get("length"))
+    else:
+        window = input_window(ctx.cfg.preset, ctx.bundle.template.name, tok.modality)
+    start, length, note = resolve_window(it.path, tok.modality, audio_duration(it.path), window,
+                                         tok.default_window_seconds, tok.max_seconds, ctx.rng)
+    if note:
+        ctx.notes.append(note)
+    return tok.load_media(it.path) if start == 0.0 and length is None else tok.load_window(it.path, start, length)
 
 
 def _encode(ctx: _Ctx, modality: str, items: Sequence[EvalItem]) -> list[tuple[EvalItem, list[int], Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_batch, render_prompt
-from anygpt.inference.settings import OUTPUTS, resolve_settings
+from anygpt.inference.settings import OUTPUTS, InputWindow, input_window, resolve_settings, resolve_window
 
 MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
 # No tokenizer packs more characters than this into a token on ordinary text: a message longer
@@ -36,10 +36,14 @@ MAX_CHARS_PER_TOKEN = 16
 
 @dataclass
 class Attachment:
-    """A media file the user attaches to the next message."""
+    """A media file the user attaches to the next message; for audio, optionally only ``length``
+    seconds from ``start`` (seconds, or ``"random"``). Without them the preset's window applies
+    (the ``reference`` preset: music 5 s for anygpt-chat, 20 s for the base model)."""
 
     modality: str
     path: str
+    start: float | str | None = None
+    length: float | None = None
 
 
 @dataclass
@@ -95,9 +99,35 @@ class ChatSession:
         path = Path(attachment.path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: attachment not found")
-        item = tok.load_media(path)
+        if m == "image":
+            if attachment.start is not None or attachment.length is not None:
+                raise ValueError(f"{path}: a window (start, length) applies to audio, not images")
+            item = tok.load_media(path)
+        else:
+            item = self._load_audio(tok, attachment, path)
         codes = tok.encode([item])[0]
         return MediaCodes(m, [int(c) for c in codes])
+
+    def _load_audio(self, tok: Any, attachment: Attachment, path: Path) -> Any:
+        """The attachment's window of the recording (see :class:`Attachment`); a long file with
+        no window is cut to the tokenizer's default window, with a warning."""
+        import random
+
+        from anygpt.media import audio_duration
+
+        if attachment.start is not None or attachment.length is not None:
+            window: InputWindow | None = InputWindow(attachment.start if attachment.start is not None else 0.0,
+                                                     attachment.length)
+        else:
+            window = input_window(self.preset, self.bundle.template.name, attachment.modality)
+        rng = random.Random(f"{self.seed}:{self.turn}:{path}")
+        start, length, note = resolve_window(path, attachment.modality, audio_duration(path), window,
+                                             tok.default_window_seconds, tok.max_seconds, rng)
+        if note:
+            warnings.warn(note, stacklevel=3)
+        if start == 0.0 and length is None:
+            return tok.load_media(path)
+        return tok.load_window(path, start, length)
 
     # ------------------------------------------------------------------ turn
     def send(

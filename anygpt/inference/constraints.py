@@ -4,11 +4,13 @@ Outside a span the model may emit text, a start marker ``<soX>`` or the template
 never a bare code, an end marker, another role marker, or a padded id (``>= len(tokenizer)``).
 Inside ``<soX>…`` only modality X's codes and ``<eoX>`` may follow, and:
 
-- a fixed-length modality (``tokens_per_item``, e.g. 32 image codes) gets exactly that many codes,
+- the span's shape is what the modality tokenizer declares (:class:`~anygpt.modality.base.CodeLayout`):
+- a fixed-length modality (``fixed_length``, e.g. 32 image codes) gets exactly that many codes,
   then ``<eoX>`` is forced;
-- a multi-codebook modality flattened frame-major (``n_q`` layers of ``K`` codes, see
-  :mod:`anygpt.modality.flatten`) gets, at position ``p`` of the span, a code of layer
-  ``p % n_q`` (ids ``[q*K, (q+1)*K)``), and may close only after a whole frame;
+- a multi-codebook modality flattened frame-major (``L = layers_in_sequence`` layers of
+  ``K = layer_size`` codes, see :mod:`anygpt.modality.flatten`; EnCodec music) gets, at position
+  ``p`` of the span, a code of layer ``p % L`` (ids ``[q*K, (q+1)*K)``), and may close only after a
+  whole frame; a one-stream modality (SpeechTokenizer's layer 0) takes any of its codes anywhere;
 - with a length budget (``max_length``), a span opens only if it can close in time and a
   free-length span closes at the last whole frame that fits: a reply cut short by
   ``max_new_tokens`` never ends inside a span.
@@ -26,44 +28,49 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
+from anygpt.modality.base import CodeLayout, ModalityTokenizer
 from anygpt.vocab import VocabLayout
 
 
 @dataclass(frozen=True)
 class SpanRule:
-    """How one modality's spans are shaped.
+    """How one modality's spans are shaped: the tokenizer's declared :class:`CodeLayout`.
 
-    ``n_codes``: codes the tokenizer can decode (may be fewer than the layout reserves);
-    ``n_q``/``layer_size``: frame-major flattening (``n_q=1``: one stream);
-    ``tokens_per_item``: exact span length, or None for free length (audio)."""
+    ``code_layout.n_codes`` codes the tokenizer can decode (may be fewer than the vocabulary layout
+    reserves); ``layers_in_sequence`` layers of ``layer_size`` codes interleaved frame-major (1: one
+    stream); ``fixed_length``: exact span length, or None for free length (audio)."""
 
     modality: str
-    n_codes: int
-    n_q: int = 1
-    layer_size: int | None = None
-    tokens_per_item: int | None = None
+    code_layout: CodeLayout
+
+    @property
+    def n_codes(self) -> int:
+        return self.code_layout.n_codes
+
+    @property
+    def layers(self) -> int:
+        return self.code_layout.layers_in_sequence
 
     @property
     def layer_width(self) -> int:
-        return self.layer_size or self.n_codes // self.n_q
+        return self.code_layout.layer_size
+
+    @property
+    def tokens_per_item(self) -> int | None:
+        return self.code_layout.fixed_length
 
     @classmethod
-    def from_tokenizer(cls, modality: str, layout_size: int, tokenizer: Any | None) -> "SpanRule":
-        """Read ``codebook_size``, ``n_q``, ``layer_size``, ``tokens_per_item`` from a modality
-        tokenizer (any may be absent: then the layout's size, one layer, free length)."""
+    def from_tokenizer(cls, modality: str, layout_size: int, tokenizer: ModalityTokenizer | None) -> "SpanRule":
+        """The rule a modality tokenizer declares (``tokenizer.code_layout``); without a tokenizer,
+        one free-length stream of the vocabulary layout's ``layout_size`` codes."""
         if tokenizer is None:
-            return cls(modality, layout_size)
-        n_codes = int(getattr(tokenizer, "codebook_size", 0) or layout_size)
-        if n_codes > layout_size:
+            return cls(modality, CodeLayout(1, layout_size))
+        code_layout = tokenizer.code_layout
+        if code_layout.n_codes > layout_size:
             raise ValueError(
-                f"{modality} tokenizer has {n_codes} codes but the model's layout reserves only {layout_size}")
-        n_q = int(getattr(tokenizer, "n_q", None) or 1)
-        layer = getattr(tokenizer, "layer_size", None)
-        layer = int(layer) if layer else None
-        if n_q > 1 and (layer or n_codes // n_q) * n_q > n_codes:
-            raise ValueError(f"{modality} tokenizer: n_q={n_q} layers of {layer} codes exceed {n_codes} codes")
-        tpi = getattr(tokenizer, "tokens_per_item", None)
-        return cls(modality, n_codes, n_q, layer, int(tpi) if tpi else None)
+                f"{modality} tokenizer ({tokenizer.name}) lays out {code_layout.layers_in_sequence} × "
+                f"{code_layout.layer_size} = {code_layout.n_codes} codes but the model's layout reserves only {layout_size}")
+        return cls(modality, code_layout)
 
 
 def rules_from_bundle(bundle: Any) -> dict[str, SpanRule]:
@@ -133,15 +140,15 @@ class ModalityLogitsProcessor(LogitsProcessor):
                 if allow_media and subset >> i & 1 and self.rules[m].n_codes > 0:
                     mk[L.start_id(m)] = True
             masks.append(mk)
-        # per modality: [layer 0 codes + end, layer 1 codes, …, layer n_q-1 codes, end only]
+        # per modality: [layer 0 codes + end, layer 1 codes, …, layer L-1 codes, codes-only, end only]
         base: dict[str, int] = {}
         for m in self.modalities:
             rule, first = self.rules[m], L.code_range(m).start
             base[m] = len(masks)
-            for q in range(rule.n_q):
+            for q in range(rule.layers):
                 mk = torch.zeros(V, dtype=torch.bool)
-                lo = first + q * rule.layer_width if rule.n_q > 1 else first
-                hi = lo + rule.layer_width if rule.n_q > 1 else first + rule.n_codes
+                lo = first + q * rule.layer_width if rule.layers > 1 else first
+                hi = lo + rule.layer_width if rule.layers > 1 else first + rule.n_codes
                 mk[lo:hi] = True
                 if q == 0:
                     mk[L.end_id(m)] = True  # removed again below when the span is empty/too short
@@ -175,21 +182,21 @@ class ModalityLogitsProcessor(LogitsProcessor):
                 continue
             m = self.modalities[k - 1]
             rule, b = self.rules[m], self.mask_base[m]
-            codes_only0, end_only = b + rule.n_q, b + rule.n_q + 1
+            codes_only0, end_only = b + rule.layers, b + rule.layers + 1
             if rule.tokens_per_item:
-                out.append(end_only if n >= rule.tokens_per_item else (codes_only0 if n % rule.n_q == 0 else b + n % rule.n_q))
+                out.append(end_only if n >= rule.tokens_per_item else (codes_only0 if n % rule.layers == 0 else b + n % rule.layers))
             elif n == 0:
                 out.append(codes_only0)
-            elif n % rule.n_q == 0 and left is not None and left < rule.n_q + 1:
+            elif n % rule.layers == 0 and left is not None and left < rule.layers + 1:
                 out.append(end_only)  # no room for another whole frame and the end marker
             else:
-                out.append(b + n % rule.n_q)
+                out.append(b + n % rule.layers)
         return torch.tensor(out, dtype=torch.long, device=input_ids.device)
 
     def min_span_tokens(self, modality: str) -> int:
         """Fewest tokens a span of ``modality`` takes: start, one item or frame, end."""
         r = self.rules[modality]
-        return 2 + (r.tokens_per_item or r.n_q)
+        return 2 + (r.tokens_per_item or r.layers)
 
     def _openable(self, left: int) -> int:
         return sum(1 << i for i, m in enumerate(self.modalities) if left >= self.min_span_tokens(m))

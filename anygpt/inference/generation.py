@@ -85,7 +85,7 @@ def _generation_config(bundle: Any, settings: GenerationSettings, output_modalit
     if output_modality in MEDIA:
         stop.append(bundle.layout.end_id(output_modality))  # a forced span ends the reply
         rule = rules_from_bundle(bundle)[output_modality]
-        max_new = max(max_new, (rule.tokens_per_item or rule.n_q) + 1)  # room for a whole item or frame
+        max_new = max(max_new, (rule.tokens_per_item or rule.layers) + 1)  # room for a whole item or frame
     kw: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=settings.do_sample, num_beams=settings.num_beams,
                               repetition_penalty=settings.repetition_penalty, eos_token_id=stop, pad_token_id=pad_id,
                               bos_token_id=bundle.tokenizer.bos_token_id,

@@ -6,7 +6,9 @@ Script line (one user turn; history is kept across lines)::
     {"text": "...", "attachments": [{"modality": "image", "path": "cat.png"}], "output": "image"}
 
 ``attachments`` and ``output`` are optional; relative attachment paths resolve against the script
-file's folder. Transcript line, one per turn::
+file's folder. An audio attachment may give a window, ``"start"`` (seconds or ``"random"``) and
+``"length"`` (seconds): only that part of the recording is tokenized (see
+:class:`~anygpt.inference.chat.Attachment` for the defaults). Transcript line, one per turn::
 
     {"turn": 1, "text": "reply text without media spans", "media": [{"modality": "image", "path": "..."}],
      "raw": "the reply with spans"}
@@ -65,7 +67,15 @@ def read_script(path: str | os.PathLike) -> list[ScriptTurn]:
             if not isinstance(a, dict) or a.get("modality") not in MEDIA or not isinstance(a.get("path"), str):
                 raise ValueError(f"{where}: each attachment needs 'modality' (image, speech or music) and 'path'")
             p = Path(a["path"])
-            parsed.append(Attachment(a["modality"], str(p if p.is_absolute() else path.parent / p)))
+            extra = set(a) - {"modality", "path", "start", "length"}
+            if extra:
+                raise ValueError(f"{where}: unknown attachment field(s) {sorted(extra)}; expected modality, path, start, length")
+            start, length = a.get("start"), a.get("length")
+            if not (start is None or start == "random" or (isinstance(start, (int, float)) and start >= 0)):
+                raise ValueError(f"{where}: attachment 'start' must be seconds >= 0 or \"random\", not {start!r}")
+            if not (length is None or (isinstance(length, (int, float)) and length > 0)):
+                raise ValueError(f"{where}: attachment 'length' must be seconds > 0, not {length!r}")
+            parsed.append(Attachment(a["modality"], str(p if p.is_absolute() else path.parent / p), start, length))
         if not text and not parsed:
             raise ValueError(f"{where}: a turn needs text or an attachment")
         turns.append(ScriptTurn(text, parsed, output))

@@ -88,3 +88,61 @@ def resolve_settings(
     s = PRESETS[preset][key]
     s = s.updated((bundle_generation or {}).get(key))
     return s.updated(overrides)
+
+
+# ---------------------------------------------------------------- input windows (long audio)
+@dataclass(frozen=True)
+class InputWindow:
+    """Which part of an attached recording the model sees: ``length`` seconds (None: all) from
+    ``start`` (seconds, or ``"random"``: a random start, drawn from the session's seed)."""
+
+    start: float | str = 0.0
+    length: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.start == "random" or (isinstance(self.start, (int, float)) and self.start >= 0)):
+            raise ValueError(f"window start must be seconds >= 0 or 'random', got {self.start!r}")
+        if self.length is not None and self.length <= 0:
+            raise ValueError(f"window length must be > 0 seconds, got {self.length}")
+
+
+# The released inference scripts crop music inputs: anygpt-chat 5 s, the base model 20 s
+# (``music_segment_duration``). They pass one path to ``encode_music_by_path``, which then calls
+# ``load_audio`` with its default ``start_from_begin=False``: the start is random. Speech is whole.
+INPUT_WINDOWS: dict[str, dict[str, dict[str, InputWindow]]] = {
+    "reference": {
+        "anygpt-chat": {"music": InputWindow("random", 5.0)},
+        "anygpt-pretrain": {"music": InputWindow("random", 20.0)},
+        "*": {"music": InputWindow("random", 5.0)},  # any other (chat) template: the chat model's crop
+    },
+}
+
+
+def input_window(preset: str, template: str, modality: str) -> InputWindow | None:
+    """The preset's window for an attachment of ``modality`` under ``template`` (None: none set)."""
+    by_template = INPUT_WINDOWS.get(preset, {})
+    return by_template.get(template, by_template.get("*", {})).get(modality)
+
+
+def resolve_window(path: Any, modality: str, duration: float, window: InputWindow | None,
+                   fallback_seconds: float | None, max_seconds: float | None, rng: Any) -> tuple[float, float | None, str | None]:
+    """``(start, length, note)`` of an attachment of ``duration`` seconds: the given window, or,
+    for a recording longer than the tokenizer takes (``max_seconds``), its first
+    ``fallback_seconds`` with a note saying so (never a refusal, never a silent crop)."""
+    if window is None:
+        if max_seconds is None or duration <= max_seconds or not fallback_seconds:
+            return 0.0, None, None
+        window = InputWindow(0.0, fallback_seconds)
+        note = (f"{path}: {duration:.1f} s of {modality} is longer than the tokenizer's {max_seconds:g} s; "
+                f"the model sees 0–{fallback_seconds:g} s (give a window: start, length)")
+    else:
+        note = None
+    length = window.length
+    if window.start == "random":
+        span = duration - (length or duration)
+        start = round(rng.uniform(0.0, span), 3) if span > 0 else 0.0
+    else:
+        start = float(window.start)
+    if length is not None and start + length > duration:
+        length = None if start < duration else length  # to the end (load_audio refuses a start past it)
+    return start, length, note

@@ -29,10 +29,44 @@ import numpy as np
 
 CARD_FILE = "card.yaml"
 MODALITIES = ("image", "speech", "music")
+# codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
+WINDOW_TOKENS = 4000
 
 
 class MediaError(ValueError):
     """Unreadable or invalid media; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class CodeLayout:
+    """How one item's codes sit in the LLM sequence (declared by every backend).
+
+    ``layers_in_sequence``: codec layers interleaved frame-major in the sequence (EnCodec music: 4,
+    one code of each layer per frame, layer ``q`` offset by ``q * layer_size``; SpeechTokenizer: 1,
+    the LLM sees RVQ layer 0 only, whatever the codec's RVQ depth); ``layer_size``: codes per
+    layer; ``fixed_length``: codes per item when every item has the same count (images), else None.
+    """
+
+    layers_in_sequence: int
+    layer_size: int
+    fixed_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers_in_sequence < 1 or self.layer_size < 1:
+            raise ValueError(f"code layout needs >= 1 layer of >= 1 code, got {self}")
+        if self.fixed_length is not None and self.fixed_length % self.layers_in_sequence:
+            raise ValueError(f"code layout: fixed length {self.fixed_length} is not whole frames of "
+                             f"{self.layers_in_sequence} layers")
+
+    @property
+    def n_codes(self) -> int:
+        """Distinct codes the LLM sees: ``layers_in_sequence * layer_size``."""
+        return self.layers_in_sequence * self.layer_size
+
+    @property
+    def frame(self) -> int:
+        """Codes per frame: a span may end only after a whole frame."""
+        return self.layers_in_sequence
 
 
 @dataclass
@@ -89,6 +123,7 @@ class ModalityTokenizer(abc.ABC):
     image_size: int | None = None
     max_seconds: float | None = None  # audio longer than this is rejected
     resize_policy: str = "resize"  # images: "resize" (no crop, as the reference) or "center-crop"
+    any_modality: bool = False  # True: a card may use this backend for another modality (general audio)
 
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
@@ -110,6 +145,13 @@ class ModalityTokenizer(abc.ABC):
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "ModalityTokenizer":
         return cls(card, device)
 
+    @property
+    @abc.abstractmethod
+    def code_layout(self) -> CodeLayout:
+        """How one item's codes are laid out in the LLM sequence (layers, layer size, fixed length).
+        Constraints, length budgets and decode repair read this; ``n_q`` on a codec backend is only
+        the codec's RVQ depth."""
+
     @abc.abstractmethod
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         """Media items (as returned by :meth:`load_media`) → one 1-D int64 code array each."""
@@ -129,6 +171,29 @@ class ModalityTokenizer(abc.ABC):
         if self.modality == "image":
             return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
+
+    def load_window(self, path: str | os.PathLike, start: float = 0.0, length: float | None = None) -> Any:
+        """Audio: only ``length`` seconds from ``start`` (a long recording's window), with this
+        tokenizer's rate and ``max_seconds`` limit applied to the window. Images have no windows."""
+        from anygpt import media
+
+        if self.modality == "image":
+            raise ValueError(f"{path}: a window (start, length) applies to audio, not images")
+        return media.load_audio(path, self.sample_rate, self.max_seconds, start=start, length=length)
+
+    @property
+    def default_window_seconds(self) -> float | None:
+        """Seconds of audio per window when a long recording is cut (tokenize, chat): the card's
+        ``window_seconds``, else the longest that fits ``max_seconds`` and :data:`WINDOW_TOKENS`
+        codes (LLaMA-2 has 4,096 positions; EnCodec 32 kHz at 200 codes/s gives 20 s, the
+        reference base model's crop). None for images."""
+        if self.modality == "image":
+            return None
+        if self.card is not None and self.card.settings.get("window_seconds") is not None:
+            return float(self.card.settings["window_seconds"])
+        fit = float(int(WINDOW_TOKENS / self.frames_per_second)) if self.frames_per_second else None
+        limits = [x for x in (self.max_seconds, fit) if x]
+        return min(limits) if limits else None
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:
         from anygpt import media
@@ -200,7 +265,7 @@ def load_tokenizer(card: str | os.PathLike | TokenizerCard, device: str | None =
     if not isinstance(card, TokenizerCard):
         card = load_card(card)
     cls = get_backend(card.backend)
-    if cls.modality and card.modality != cls.modality and not getattr(cls, "any_modality", False):
+    if cls.modality and card.modality != cls.modality and not cls.any_modality:
         raise ValueError(f"card {card.root}: backend {card.backend} is for {cls.modality}, card says {card.modality}")
     return cls.from_card(card, device)
 

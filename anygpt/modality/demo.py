@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, load_card, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, load_card, register_backend
 from anygpt.modality.kmeans import kmeans, nearest
 
 WEIGHTS_FILE = "codebook.safetensors"
@@ -55,7 +55,7 @@ def iter_fit_items(items: Any, load) -> Iterable[Any]:
     """Items for ``fit``: a JSONL manifest path (``{"path": ...}`` per line), or an iterable of
     in-memory media and/or media paths. ``load(path)`` reads one path; unreadable files are
     skipped with a warning."""
-    from anygpt.modality.base import MediaError
+    from anygpt.modality.base import CodeLayout, MediaError
     from anygpt.utils import read_jsonl
 
     def safe_load(path):
@@ -149,6 +149,11 @@ class DemoImageTokenizer(DemoTokenizer):
         self.grid = self.image_size // self.patch_size
         self.tokens_per_item = self.grid * self.grid
 
+    @property
+    def code_layout(self) -> CodeLayout:
+        """One stream of ``codebook_size`` codes, ``grid²`` per image."""
+        return CodeLayout(1, self.codebook_size, self.tokens_per_item)
+
     def _patches(self, images: Sequence[Any]) -> torch.Tensor:
         """Images → (B * grid², patch_size² * 3) floats in [0, 1]."""
         from anygpt.media import resize_image, to_rgb
@@ -168,7 +173,8 @@ class DemoImageTokenizer(DemoTokenizer):
     def decode(self, codes):
         from PIL import Image
 
-        c = repair_codes(codes, self.codebook_size, self.tokens_per_item, self.filler, "demo-image decode")
+        lay = self.code_layout
+        c = repair_codes(codes, lay.n_codes, lay.fixed_length, self.filler, "demo-image decode")
         g, p = self.grid, self.patch_size
         patches = self.codebook[torch.from_numpy(c)].numpy().reshape(g, g, p, p, 3).transpose(0, 2, 1, 3, 4)
         arr = np.clip(patches.reshape(self.image_size, self.image_size, 3) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -207,6 +213,11 @@ class DemoAudioTokenizer(DemoTokenizer):
         self.fine_hop = self.hop // self.pool
         self._mel = None
         self._inverse = None
+
+    @property
+    def code_layout(self) -> CodeLayout:
+        """One stream of ``codebook_size`` codes at ``frames_per_second``, any length."""
+        return CodeLayout(1, self.codebook_size)
 
     def _log_mel(self, wav: np.ndarray) -> torch.Tensor:
         """One waveform → (T, n_mels) log mel power frames at ``frames_per_second``."""
@@ -262,7 +273,7 @@ class DemoAudioTokenizer(DemoTokenizer):
         return wav.numpy().astype(np.float32)
 
     def decode(self, codes):
-        c = repair_codes(codes, self.codebook_size, None, self.filler, f"{self.name} decode")
+        c = repair_codes(codes, self.code_layout.n_codes, None, self.filler, f"{self.name} decode")
         if c.size == 0:
             warnings.warn(f"{self.name} decode: no codes; returning one frame of silence", stacklevel=2)
             return np.zeros(self.hop, dtype=np.float32)

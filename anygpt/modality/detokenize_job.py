@@ -100,7 +100,7 @@ def default_layout(tokenizers: Mapping[str, ModalityTokenizer]):
     """The ``anygpt`` profile's token strings with the tokenizers' codebook sizes."""
     from anygpt.vocab import VocabLayout
 
-    return VocabLayout.from_profile("anygpt", 0, sizes={m: t.codebook_size for m, t in tokenizers.items()})
+    return VocabLayout.from_profile("anygpt", 0, sizes={m: t.code_layout.n_codes for m, t in tokenizers.items()})
 
 
 def detokenize_text(tokenizers: Mapping[str, ModalityTokenizer], text: str, out_dir: str | os.PathLike,

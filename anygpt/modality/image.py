@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.utils import refuse_remote_code
 from anygpt.modality.demo import repair_codes
@@ -72,6 +72,11 @@ class JanusVQTokenizer(ModalityTokenizer):
         self.codebook_size = int(cfg.num_embeddings)
         self.resize_policy = resize_policy
 
+    @property
+    def code_layout(self) -> CodeLayout:
+        """One stream of ``num_embeddings`` codes, ``num_patches²`` per image (raster order)."""
+        return CodeLayout(1, self.codebook_size, self.tokens_per_item)
+
     @classmethod
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "JanusVQTokenizer":
         from transformers import JanusVQVAE
@@ -108,7 +113,8 @@ class JanusVQTokenizer(ModalityTokenizer):
     def decode(self, codes):
         from PIL import Image
 
-        c = repair_codes(codes, self.codebook_size, self.tokens_per_item, 0, "janus-vq decode")
+        lay = self.code_layout
+        c = repair_codes(codes, lay.n_codes, lay.fixed_length, 0, "janus-vq decode")
         with self.autocast():
             pix = self.model.decode(torch.from_numpy(c)[None].to(self.device))[0]
         arr = ((pix.float().clamp(-1, 1) + 1) * 127.5 + 0.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from anygpt.modality.audio_codec import n_frames, pad_batch
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.utils import refuse_remote_code
 from anygpt.modality.flatten import flatten_frame_major, unflatten_frame_major
@@ -42,12 +42,19 @@ class FlatRVQTokenizer(ModalityTokenizer):
         self.codebook_size = self.n_q * self.layer_size
         self.frames_per_second = self.frame_rate * self.n_q
 
+    @property
+    def code_layout(self) -> CodeLayout:
+        """All ``n_q`` RVQ layers interleaved frame-major (``c0, c1+K, c2+2K, …`` per frame), any
+        number of frames: a span may end only after a whole frame."""
+        return CodeLayout(self.n_q, self.layer_size)
+
     def flatten(self, codes: np.ndarray) -> np.ndarray:
         return flatten_frame_major(codes, self.layer_size)
 
     def unflatten(self, tokens) -> np.ndarray:
         """Flat tokens → ``(n_q, T)``; tokens out of their slot are repaired with a warning."""
-        res = unflatten_frame_major(tokens, self.n_q, self.layer_size)
+        lay = self.code_layout
+        res = unflatten_frame_major(tokens, lay.layers_in_sequence, lay.layer_size)
         if res.repaired:
             warnings.warn(f"{self.name} decode: repaired {res.repaired} token(s) out of their layer slot "
                           f"or in an incomplete frame; {res.codes.shape[1]} frame(s) kept", stacklevel=3)

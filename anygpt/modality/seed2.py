@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, MediaError, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.seed2_net import Seed2Config, Seed2Quantizer
 from anygpt.weights import load_torch_file
 
@@ -183,6 +183,11 @@ class Seed2ImageTokenizer(ModalityTokenizer):
         self.seed = int(settings.get("seed", 0))
         self._pipe = None
 
+    @property
+    def code_layout(self) -> CodeLayout:
+        """One stream of 8192 codes (the quantizer's codebook), 32 per image (one per query)."""
+        return CodeLayout(1, self.codebook_size, self.tokens_per_item)
+
     def load_media(self, path: str | os.PathLike):
         return _open_image(path)
 
@@ -205,13 +210,13 @@ class Seed2ImageTokenizer(ModalityTokenizer):
 
     def _repair(self, codes: Sequence[int] | np.ndarray) -> torch.Tensor:
         arr = np.asarray(codes, dtype=np.int64).reshape(-1)
-        n = self.tokens_per_item
+        n, size = self.code_layout.fixed_length, self.code_layout.n_codes
         if arr.size != n:
             warnings.warn(f"seed2: got {arr.size} image codes, expected {n}; {'truncating' if arr.size > n else 'repeating the last code'}")
             arr = arr[:n] if arr.size > n else np.concatenate([arr, np.full(n - arr.size, arr[-1] if arr.size else 0)])
-        if (arr < 0).any() or (arr >= self.codebook_size).any():
-            warnings.warn(f"seed2: image codes outside [0, {self.codebook_size}) clamped")
-            arr = arr.clip(0, self.codebook_size - 1)
+        if (arr < 0).any() or (arr >= size).any():
+            warnings.warn(f"seed2: image codes outside [0, {size}) clamped")
+            arr = arr.clip(0, size - 1)
         return torch.from_numpy(arr)[None].to(self.device)
 
     def embed(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from anygpt.modality.audio_codec import clean_layer_codes, n_frames, pad_batch
-from anygpt.modality.base import ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 
 
@@ -59,8 +59,14 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         self.hop = int(np.prod(config["strides"]))
         self.frames_per_second = self.sample_rate / self.hop
         self.codebook_size = int(config["codebook_size"])
-        self.n_q = int(config["n_q"])
+        self.n_q = int(config["n_q"])  # the codec's RVQ depth (8); the LLM sequence holds layer 0 only
         self.max_seconds = max_seconds
+
+    @property
+    def code_layout(self) -> CodeLayout:
+        """RVQ layer 0 only, one code per 20 ms frame (as the reference): one stream of
+        ``codebook_size`` (1024) codes, any length. Layers 1..n_q-1 never enter the sequence."""
+        return CodeLayout(1, self.codebook_size)
 
     @classmethod
     def from_card(cls, card: TokenizerCard, device: str | None = None) -> "SpeechTokenizerBackend":
@@ -99,7 +105,7 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         voice of ``voice_prompt`` (an audio file, trimmed to a few seconds) or a random one."""
         arr = np.asarray(codes, dtype=np.int64)
         if arr.ndim == 1 and self.voice is not None:
-            arr = self.voice.all_layers(self.model, clean_layer_codes(arr, self.codebook_size, "speechtokenizer decode"), voice_prompt)
+            arr = self.voice.all_layers(self.model, clean_layer_codes(arr, self.code_layout.n_codes, "speechtokenizer decode"), voice_prompt)
         elif voice_prompt is not None:
             warnings.warn("speechtokenizer decode: the card names no soundstorm; voice prompt ignored")
         if arr.ndim == 2:
@@ -111,7 +117,7 @@ class SpeechTokenizerBackend(ModalityTokenizer):
                 warnings.warn(f"speechtokenizer decode: {int(bad.sum())} code(s) outside [0, {self.codebook_size}) set to 0")
                 arr = np.where(bad, 0, arr)
         else:
-            arr = clean_layer_codes(arr, self.codebook_size, "speechtokenizer decode")[None]
+            arr = clean_layer_codes(arr, self.code_layout.n_codes, "speechtokenizer decode")[None]
         if arr.shape[1] == 0:
             warnings.warn("speechtokenizer decode: no valid codes; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)

@@ -20,6 +20,11 @@ Design (what makes a rerun after a kill finish the rest with no duplicates and n
   never touched (a job with another world size writing the same shard included).
 - Before merging, every shard's ids (rows plus errors) are checked to be exactly its manifest
   rows; a shard that is not (written by another job) is deleted and the job fails: rerun.
+- A recording longer than the window (``window_seconds``, default the tokenizer's
+  :attr:`~anygpt.modality.base.ModalityTokenizer.default_window_seconds`) is cut into windows
+  every ``hop_seconds``: one row per window, id ``<id>@<offset>`` (offset in seconds), with
+  ``offset`` and ``duration`` columns; a recording that fits is one row with its own id. Windows
+  come from the file's header and the settings only, so a rerun cuts the same windows.
 - When every shard exists, the rank that notices (the last to finish) merges the per-shard errors
   into ``errors.jsonl`` (``{"id","path","reason"}``) and writes ``manifest.json`` (counts,
   fingerprint, card); past ``max_error_rate`` the job fails.
@@ -31,6 +36,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -193,31 +199,104 @@ def encode_items(tok: ModalityTokenizer, media: list[Any], batch_size: int, max_
     return out  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Windowing:
+    """How long recordings are cut: ``window_seconds`` per row (None: never cut; the card's
+    ``max_seconds`` then refuses long files), a new window every ``hop_seconds`` (default: the
+    window, no overlap); a last window shorter than ``min_tail_seconds`` is dropped unless it is
+    the only one."""
+
+    window_seconds: float | None
+    hop_seconds: float | None = None
+    min_tail_seconds: float = 1.0
+    max_windows: int = 1000  # one recording may give at most this many rows (a 20 s window: 5.5 h)
+
+    def __post_init__(self) -> None:
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise ValueError(f"--window-seconds must be > 0, got {self.window_seconds}")
+        if self.hop_seconds is not None and (self.hop_seconds <= 0 or self.window_seconds is None):
+            raise ValueError(f"--hop-seconds must be > 0 and needs a window, got {self.hop_seconds}")
+
+    @property
+    def hop(self) -> float | None:
+        return self.hop_seconds or self.window_seconds
+
+    def spans(self, duration: float) -> list[tuple[float, float | None]]:
+        """``(offset, length)`` windows of a recording of ``duration`` seconds; ``[(0, None)]``
+        (the whole file) when it fits in one window."""
+        w = self.window_seconds
+        if w is None or duration <= w + 1e-6:
+            return [(0.0, None)]
+        n = math.ceil((duration - w) / self.hop - 1e-9) + 1  # windows until one reaches the end
+        if n > self.max_windows:
+            raise MediaError(f"{duration:.0f} s would make about {n} windows of {w:g} s, more than max_windows "
+                             f"{self.max_windows}; cut the recording first or use longer windows")
+        out, k = [], 0
+        while True:
+            start = round(k * self.hop, 6)
+            if start >= duration - 1e-6:
+                break
+            length = min(w, duration - start)
+            if length < self.min_tail_seconds and out:
+                break
+            out.append((start, length))
+            if start + w >= duration - 1e-6:
+                break
+            k += 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"window_seconds": self.window_seconds, "hop_seconds": self.hop, "min_tail_seconds": self.min_tail_seconds}
+
+
+def window_id(item_id: str, offset: float) -> str:
+    """The row id of a window: ``<id>@<offset>`` with the offset in seconds (``clip@30``, ``clip@2.5``)."""
+    return f"{item_id}@{offset:g}"
+
+
+def load_windows(tok: ModalityTokenizer, it: ManifestItem, windowing: Windowing | None) -> list[tuple[dict, Any]]:
+    """One manifest item's media: ``[(row fields, media)]``, one entry per window for a long
+    recording (see :class:`Windowing`), the whole item otherwise. Raises on an unreadable file;
+    a window that fails to read is raised too (the item's file is bad, not one window)."""
+    from anygpt.media import audio_duration
+
+    if tok.modality == "image" or windowing is None or windowing.window_seconds is None:
+        return [({"id": it.id, "offset": None, "duration": None}, tok.load_media(it.resolved))]
+    duration = audio_duration(it.resolved)
+    spans = windowing.spans(duration)
+    if spans == [(0.0, None)]:
+        return [({"id": it.id, "offset": 0.0, "duration": round(duration, 6)}, tok.load_media(it.resolved))]
+    return [({"id": window_id(it.id, start), "offset": start, "duration": round(length, 6)},
+             tok.load_window(it.resolved, start, length)) for start, length in spans]
+
+
 def tokenize_shard(tok: ModalityTokenizer, items: list[ManifestItem], modality: str, batch_size: int,
-                   max_batch_elements: int | None, window: int | None = None) -> tuple[list[dict], list[dict]]:
-    """One shard's rows (in manifest order) and errors (``{"id","path","reason"}``).
+                   max_batch_elements: int | None, window: int | None = None,
+                   windowing: Windowing | None = None) -> tuple[list[dict], list[dict]]:
+    """One shard's rows (in manifest order; a long recording's windows in time order) and errors
+    (``{"id","path","reason"}``).
 
     Media are read ``window`` items at a time (default 8 batches) and size-sorted within the
     window, so memory stays bounded however large the shard is."""
     rows, errors = [], []
     window = window or max(8 * batch_size, 64)
     for start in range(0, len(items), window):
-        loaded: list[tuple[ManifestItem, Any]] = []
+        loaded: list[tuple[ManifestItem, dict, Any]] = []
         for it in items[start:start + window]:
             try:
-                loaded.append((it, tok.load_media(it.resolved)))
+                loaded.extend((it, fields, m) for fields, m in load_windows(tok, it, windowing))
             except MediaError as e:
                 errors.append({"id": it.id, "path": it.path, "reason": _reason(e, it.resolved)})
             except Exception as e:  # noqa: BLE001 - an unexpected reader failure is still one bad item
                 errors.append({"id": it.id, "path": it.path, "reason": f"{type(e).__name__}: {e}"})
-        results = encode_items(tok, [m for _, m in loaded], batch_size, max_batch_elements)
-        for (it, _), res in zip(loaded, results):
+        results = encode_items(tok, [m for _, _, m in loaded], batch_size, max_batch_elements)
+        for (it, fields, _), res in zip(loaded, results):
             if isinstance(res, BaseException):
-                errors.append({"id": it.id, "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
+                errors.append({"id": fields["id"], "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
             elif len(res) == 0:
-                errors.append({"id": it.id, "path": it.path, "reason": "encode produced no codes"})
+                errors.append({"id": fields["id"], "path": it.path, "reason": "encode produced no codes"})
             else:
-                rows.append({"id": it.id, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
+                rows.append({**fields, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
                              "text": it.text, "source": it.path})
     return rows, errors
 
@@ -227,7 +306,7 @@ def _check_job_file(out: Path, job: dict) -> None:
     path = out / JOB_FILE
     if not _create_exclusive(path, json.dumps(job, indent=1, sort_keys=True)):
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = [k for k in ("manifest_hash", "shard_size", "fingerprint", "modality") if old.get(k) != job.get(k)]
+        diff = [k for k in ("manifest_hash", "shard_size", "fingerprint", "modality", "windows") if old.get(k) != job.get(k)]
         if diff:
             raise ValueError(f"{out}: holds a job with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={old.get(k)}' for k in diff)}); use a new --out directory")
@@ -284,26 +363,40 @@ def lock_holder(path: Path) -> str:
 
 
 def verify_shard_ids(out: Path, items: list[ManifestItem], shard_size: int, n_shards: int) -> None:
-    """Check that each shard's ids (Parquet rows plus its errors file) are exactly its manifest
-    rows. A shard that is not (another job wrote it) is deleted, with its errors file, and a
-    ``ValueError`` names it: a rerun redoes it."""
+    """Check that each shard's rows (Parquet rows plus its errors file) are exactly its manifest
+    rows: every item present once (as one row, or as its windows ``<id>@<offset>``, each once),
+    nothing foreign. A shard that is not (another job wrote it) is deleted, with its errors file,
+    and a ``ValueError`` names it: a rerun redoes it."""
     import pyarrow.parquet as pq
 
     bad = []
     for k in range(n_shards):
-        want = sorted(it.id for it in items[k * shard_size:(k + 1) * shard_size])
-        got = [str(i) for i in pq.read_table(out / shard_name(k), columns=["id"]).column("id").to_pylist()]
+        want = {it.id for it in items[k * shard_size:(k + 1) * shard_size]}
+        table = pq.read_table(out / shard_name(k))
+        row_ids = [str(i) for i in table.column("id").to_pylist()]
+        offsets = table.column("offset").to_pylist() if "offset" in table.column_names else [None] * len(row_ids)
+        got = [_item_of(rid, off, want) for rid, off in zip(row_ids, offsets)]
         ep = out / errors_name(k)
         if ep.exists():
             got += [str(json.loads(line)["id"]) for line in ep.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if sorted(got) != want:
-            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-            bad.append(f"{shard_name(k)} (missing {missing[:3]}, foreign {extra[:3]}, {len(got)} ids for {len(want)} rows)")
+            row_ids += got[len(row_ids):]
+        if set(got) != want or len(set(row_ids)) != len(row_ids):
+            missing, extra = sorted(want - set(got)), sorted(set(got) - want)
+            bad.append(f"{shard_name(k)} (missing {missing[:3]}, foreign {extra[:3]}, {len(row_ids)} rows for "
+                       f"{len(want)} items)")
             (out / shard_name(k)).unlink(missing_ok=True)
             ep.unlink(missing_ok=True)
     if bad:
         raise ValueError(f"{out}: shards that do not hold their manifest rows were removed: {'; '.join(bad[:5])}; "
                          "rerun the same command to redo them")
+
+
+def _item_of(row_id: str, offset: float | None, items: set[str]) -> str:
+    """The manifest id a shard row belongs to: its own id, or a window's id less ``@<offset>``."""
+    if row_id in items or offset is None:
+        return row_id
+    suffix = f"@{offset:g}"
+    return row_id[: -len(suffix)] if row_id.endswith(suffix) else row_id
 
 
 def _exclusive_per_rank(job: Any) -> Any:
@@ -334,11 +427,14 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
                       max_batch_seconds: float | None = 120.0, max_error_rate: float = 0.1,
                       device: str | None = None, rank: int | None = None, world_size: int | None = None,
                       max_shards: int | None = None, progress: bool = True,
-                      tokenizer: ModalityTokenizer | None = None) -> JobResult:
+                      tokenizer: ModalityTokenizer | None = None, window_seconds: float | None | str = "auto",
+                      hop_seconds: float | None = None) -> JobResult:
     """Tokenize this rank's shards of a manifest into ``out_dir`` (see the module docstring).
 
     ``max_shards`` stops after that many new shards (a partial run; rerun to continue).
-    ``max_batch_seconds`` bounds a batch's padded audio length (items × longest item)."""
+    ``max_batch_seconds`` bounds a batch's padded audio length (items × longest item).
+    ``window_seconds``: audio longer than this is cut into windows every ``hop_seconds``
+    (``"auto"``: the tokenizer's default window; None: never cut, long files are refused)."""
     from tqdm import tqdm
 
     card_obj = card if isinstance(card, TokenizerCard) else load_card(card)
@@ -354,12 +450,14 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
         world_size = w if world_size is None else world_size
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world size {world_size}")
+    windowing = job_windowing(tok, window_seconds, hop_seconds)
     items, manifest_hash = read_manifest(manifest, hf_dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fp = tok.fingerprint
     _check_job_file(out, {"manifest_hash": manifest_hash, "shard_size": shard_size, "fingerprint": fp,
-                          "modality": modality, "items": len(items)})
+                          "modality": modality, "items": len(items),
+                          **({"windows": windowing.to_dict()} if windowing else {})})
     meta = {"fingerprint": fp, "backend": card_obj.backend, "modality": modality, "codebook_size": tok.codebook_size}
     n_shards = (len(items) + shard_size - 1) // shard_size
     mine = [k for k in range(n_shards) if k % world_size == rank]
@@ -382,7 +480,7 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
                disable=not progress, file=sys.stderr, mininterval=0.5)
     for k in todo:
         chunk = items[k * shard_size:(k + 1) * shard_size]
-        rows, errors = tokenize_shard(tok, chunk, modality, batch_size, max_elems)
+        rows, errors = tokenize_shard(tok, chunk, modality, batch_size, max_elems, windowing=windowing)
         atomic_write_text(out / errors_name(k), "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
         write_shard(out / shard_name(k), rows, meta)  # last: its existence marks the shard finished
         bar.update(len(chunk))
@@ -391,6 +489,18 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
         verify_shard_ids(out, items, shard_size, n_shards)
         merge_job(out, n_shards, card_obj, meta, manifest_hash, max_error_rate, result)
     return result
+
+
+def job_windowing(tok: ModalityTokenizer, window_seconds: float | None | str = "auto",
+                  hop_seconds: float | None = None) -> Windowing | None:
+    """The job's :class:`Windowing` (None for images); a window longer than the card's
+    ``max_seconds`` is refused here, before any file is read."""
+    if tok.modality == "image":
+        return None
+    w = tok.default_window_seconds if window_seconds == "auto" else window_seconds
+    if w is not None and tok.max_seconds is not None and float(w) > tok.max_seconds:
+        raise ValueError(f"--window-seconds {w} is longer than the tokenizer's max_seconds {tok.max_seconds}")
+    return Windowing(None if w is None else float(w), hop_seconds)
 
 
 def merge_job(out: Path, n_shards: int, card: TokenizerCard, meta: dict, manifest_hash: str,

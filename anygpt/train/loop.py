@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
-from anygpt.data.loader import MixtureLoader, load_dataset_dir
+from anygpt.data.loader import MixtureLoader, check_sample_lengths, load_dataset_dir
 from anygpt.data.packing import model_inputs, token_losses
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
@@ -196,6 +196,8 @@ def run(cfg: TrainConfig) -> Path | None:
         check_against_model(cfg.init_from, info)
     contract.preflight(cfg, model, [(p, load_dataset_dir(p)) for p in cfg.data.train])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for p in cfg.data.train + cfg.data.val:  # a sample past seq_len would be cut silently by the packer
+        check_sample_lengths(p, load_dataset_dir(p), cfg.data.seq_len)
     loader = MixtureLoader(
         [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
         cfg.data.seq_len, cfg.data.pack, pad_id, cfg.seed, rank, world, True, cfg.data.samples_per_epoch, cfg.data.prefetch)

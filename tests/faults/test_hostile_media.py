@@ -172,11 +172,13 @@ def test_hostile_audio_fails_clearly_or_is_bounded(tmp_path, monkeypatch):
         load_audio(tmp_path / "hour.flac", SR, max_seconds=30.0)
 
 
-def run_job(tmp_path: Path, tok_dir: Path, corpus: dict, good: list[str], sub: str) -> tuple[dict, list[str]]:
+def run_job(tmp_path: Path, tok_dir: Path, corpus: dict, good: list[str], sub: str,
+            window_seconds: float | None | str = "auto") -> tuple[dict, list[str]]:
     rows = [{"id": name, "path": fname} for name, (fname, _) in corpus.items()] + [{"id": g, "path": g} for g in good]
     man = tmp_path / f"{sub}.jsonl"
     man.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = tokenize_manifest(tok_dir, tmp_path / f"out_{sub}", manifest=man, shard_size=4, max_error_rate=1.0, progress=False)
+    res = tokenize_manifest(tok_dir, tmp_path / f"out_{sub}", manifest=man, shard_size=4, max_error_rate=1.0, progress=False,
+                            window_seconds=window_seconds)
     assert res.merged and res.items == len(rows)
     errors = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / f"out_{sub}/errors.jsonl").read_text().splitlines()}
     import pyarrow.parquet as pq
@@ -199,7 +201,9 @@ def test_tokenize_job_records_each_hostile_image(tmp_path, image_tok_dir):
 def test_tokenize_job_records_each_hostile_audio(tmp_path, speech_tok_dir):
     corpus = audio_corpus(tmp_path)
     sf.write(tmp_path / "good.wav", vowel(np.random.default_rng(6)), SR)
-    errors, ids = run_job(tmp_path, speech_tok_dir, corpus, ["good.wav"], "audio")
+    # without windows (--no-windows): the over-long files are refused; with them they would be cut
+    # into rows (tests/test_long_audio.py), the hour-long one at most max_windows of them
+    errors, ids = run_job(tmp_path, speech_tok_dir, corpus, ["good.wav"], "audio", window_seconds=None)
     expected_bad = {n for n, (_, reason) in corpus.items() if reason}
     assert set(errors) == expected_bad
     assert set(ids) == {"good.wav"} | {n for n, (_, reason) in corpus.items() if not reason}
