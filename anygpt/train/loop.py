@@ -182,9 +182,15 @@ def run(cfg: TrainConfig) -> Path | None:
     tokenizer, layout = load_tokenizer_and_layout(model_cfg, init_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
     # loaded in the training precision: a 7B model in bf16 is 14 GB of host memory per rank, not 28
-    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights)
+    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
+    # ZeRO-3: built partitioned (zero.Init), so no rank holds the whole model
+    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights,
+                        zero3_config=ds_config if cfg.deepspeed.zero_stage == 3 else None)
     n_params = count_parameters(model)
     print0(f"model: {n_params / 1e6:.2f}M parameters ({count_parameters(model, True) / 1e6:.2f}M trainable), vocab {layout.padded_vocab_size}")
+    if cfg.deepspeed.zero_stage == 3:
+        held = sum(p.ds_tensor.numel() for p in model.parameters() if hasattr(p, "ds_tensor"))
+        print0(f"ZeRO-3: built partitioned over {world} ranks, rank 0 holds {held:,} of {n_params:,} parameters")
     seed_everything(cfg.seed + rank)
 
     # ---- data: refuse sets built for another layout; mixture loader sharded by rank
@@ -200,7 +206,6 @@ def run(cfg: TrainConfig) -> Path | None:
                    for p in cfg.data.val}
 
     # ---- engine
-    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
     accum = ds_config["gradient_accumulation_steps"]
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config,
