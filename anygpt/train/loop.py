@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, load_dataset_dir
-from anygpt.data.packing import model_inputs, token_losses
+from anygpt.data.packing import model_inputs, resolve_attention, token_losses
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
@@ -193,6 +193,8 @@ def run(cfg: TrainConfig) -> Path | None:
         print0(f"ZeRO-3: built partitioned over {world} ranks, rank 0 holds {held:,} of {n_params:,} parameters")
     seed_everything(cfg.seed + rank)
 
+    attention = resolve_attention(cfg.data.attention, model.config._attn_implementation)
+
     # ---- data: refuse sets built for another layout; mixture loader sharded by rank
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
     if cfg.init_from:
@@ -232,7 +234,7 @@ def run(cfg: TrainConfig) -> Path | None:
     while step < cfg.steps:
         for _ in range(accum):
             batch = next(loader)
-            logits = engine(**to_device(model_inputs(batch, dtype, cfg.data.attention), engine.device), use_cache=False).logits
+            logits = engine(**to_device(model_inputs(batch, dtype, attention), engine.device), use_cache=False).logits
             loss_tok, valid = token_losses(logits, batch["labels"].to(logits.device))
             loss = loss_tok.sum() / valid.sum().clamp(min=1)
             engine.backward(loss)
@@ -253,7 +255,7 @@ def run(cfg: TrainConfig) -> Path | None:
             tokens.zero_()
             t_log = time.time()
         if val_loaders and cfg.log.val_every and step % cfg.log.val_every == 0 and step != cfg.steps:
-            log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+            log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.steps:
             checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
         if step == kill_at and rank == 0:
@@ -262,7 +264,7 @@ def run(cfg: TrainConfig) -> Path | None:
 
     # ---- end: validation, final checkpoint, plot, export
     if val_loaders:
-        log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+        log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
     checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
     log.close()
     if rank == 0:
