@@ -336,21 +336,28 @@ class VocabLayout:
         if got != [self.base_vocab_size, self.vocab_size - 1] or len(tokenizer) != self.vocab_size:
             raise RuntimeError(f"tokenizer assigned ids {got}, expected {[self.base_vocab_size, self.vocab_size - 1]}")
 
-    def grow_model(self, model, mean_init: bool = True) -> None:
+    def grow_model(self, model, mean_init: bool = True, gather=None) -> None:
         """Resize input/output embeddings to ``padded_vocab_size``; new rows (codes, markers and
-        padding) get the mean of the old rows. Call before DeepSpeed wraps the model."""
+        padding) get the mean of the old rows. Call before DeepSpeed wraps the model.
+
+        ``gather(params)``: a context in which partitioned parameters are whole (ZeRO-3 models;
+        Hugging Face's resize gathers by itself)."""
+        import contextlib
+
         import torch
 
         emb = model.get_input_embeddings()
-        old = emb.weight.shape[0]
+        old = emb.num_embeddings  # the full row count even when the weight is partitioned
         if old > self.base_vocab_size and old != self.padded_vocab_size:
             raise ValueError(f"model has {old} embedding rows; the layout expects {self.base_vocab_size} or {self.padded_vocab_size}")
         if old == self.padded_vocab_size:
             return
         model.resize_token_embeddings(self.padded_vocab_size, mean_resizing=False)
         if mean_init:
-            with torch.no_grad():
-                for w in {id(p): p for p in (model.get_input_embeddings().weight, getattr(model.get_output_embeddings(), "weight", None)) if p is not None}.values():
+            weights = {id(p): p for p in (model.get_input_embeddings().weight,
+                                          getattr(model.get_output_embeddings(), "weight", None)) if p is not None}
+            for w in weights.values():
+                with (gather([w]) if gather else contextlib.nullcontext()), torch.no_grad():
                     w[old:] = w[:old].float().mean(0).to(w.dtype)
         model.config.vocab_size = self.padded_vocab_size
 

@@ -1,7 +1,8 @@
 """Building alignment samples by id arithmetic vs the reference's way (samples/s).
 
-Ours: :func:`anygpt.data.build.render_alignment` (codes → ids by arithmetic, only the short text
-pieces go through the tokenizer). Baseline: the reference's way — write the whole prompt with
+Ours: :func:`anygpt.data.build.render_alignments`, what ``build-data`` runs (codes → ids by array
+arithmetic, repeated text pieces tokenized once, the batch's other text in one tokenizer call;
+the same ids as rendering each sample alone with :func:`render_alignment`, checked here). Baseline: the reference's way — write the whole prompt with
 media as token strings (``[Human]: {instruction} <soim><👀12>…<eoim><eoh> [MMGPT]: {text}<eos>``)
 and run the grown tokenizer (``anygpt`` profile, the reference's 17,418 added tokens) on it.
 Same samples, same instructions, same machine. Media lengths as the reference's: 32 image codes,
@@ -37,8 +38,9 @@ def _base_tokenizer(d: Path):
 
 
 def main() -> None:
-    from anygpt.data.build import Pair, alignment_messages, render_alignment
-    from anygpt.data.templates import MediaCodes, get_template
+    from anygpt.data.build import Pair, alignment_messages, render_alignment, render_alignments
+    from anygpt.data.instructions import draw_instruction
+    from anygpt.data.templates import BatchRenderer, MediaCodes, get_template
     from anygpt.vocab import VocabLayout
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,9 +58,15 @@ def main() -> None:
                           " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 15)))))
     directions = [("x2t", "t2x")[i % 2] for i in range(N_SAMPLES)]
 
-    def ours() -> list[list[int]]:
+    def one_by_one() -> list[list[int]]:
         r = random.Random(7)
         return [render_alignment(p, d, template, tok, layout, r).input_ids for p, d in zip(pairs, directions)]
+
+    def ours() -> list[list[int]]:
+        r = random.Random(7)  # the draws render_alignment takes, made up front as build-data's plan does
+        instructions = [draw_instruction(p.modality, d, r) for p, d in zip(pairs, directions)]
+        renderer = BatchRenderer(template, tok, layout)  # a fresh cache each run: no carry-over between repeats
+        return [s.input_ids for s in render_alignments(pairs, directions, instructions, renderer)]
 
     def reference() -> list[list[int]]:
         r = random.Random(7)
@@ -82,6 +90,7 @@ def main() -> None:
         return best, res
 
     fn_ours, ids_ours = best_rate(ours)
+    assert ids_ours == one_by_one(), "batched rendering must give the one-by-one ids"
     fn_ref, ids_ref = best_rate(reference)
     same_media = sum(layout.split_ids(a)[1:] == layout.split_ids(b)[1:] or
                      [x for x in layout.split_ids(a) if x[0] != "text"] == [x for x in layout.split_ids(b) if x[0] != "text"]

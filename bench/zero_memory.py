@@ -1,5 +1,6 @@
 """Peak memory per rank by ZeRO stage: two-process CPU runs of `anygpt train` (gloo, fp32, torch
-AdamW) on a 4 x 768-hidden Llama (~30M parameters: fp32 params + grads + Adam state ~480 MB per rank at stage 0).
+AdamW) on an 8 x 1024-hidden Llama (~106M parameters: fp32 params + grads + Adam state ~1.7 GB per
+rank at stage 0, so the model, not the ~0.7 GB of imported libraries, dominates the peak).
 Peak = max RSS of the busiest rank on CPU (GPU: max allocated), read from metrics.jsonl.
 Baseline = stage 0 (everything replicated); ours = stage 3 (params, grads and optimizer state partitioned).
 
@@ -46,10 +47,10 @@ def peak_for_stage(tmp: Path, data: dict, stage: int) -> float:
     from anygpt.train.launch import launch
 
     recipe = {"out_dir": str(tmp / f"z{stage}"), "steps": 2,
-              "model": {"tokenizer": data["tokenizer"], "from_config": {"hidden_size": 768, "intermediate_size": 2048,
-                        "num_hidden_layers": 4, "num_attention_heads": 8, "max_position_embeddings": 256}},
-              "data": {"train": data["train"], "seq_len": 256},
-              "deepspeed": {"zero_stage": stage, "precision": "fp32", "micro_batch_size": 2, "grad_accum": 1},
+              "model": {"tokenizer": data["tokenizer"], "from_config": {"hidden_size": 1024, "intermediate_size": 2816,
+                        "num_hidden_layers": 8, "num_attention_heads": 8, "max_position_embeddings": 256}},
+              "data": {"train": data["train"], "seq_len": 128},
+              "deepspeed": {"zero_stage": stage, "precision": "fp32", "micro_batch_size": 1, "grad_accum": 1},
               "log": {"every": 1, "tensorboard": False}, "export": {"enabled": False}}
     path = tmp / f"z{stage}.yaml"
     path.write_text(yaml.safe_dump(recipe))

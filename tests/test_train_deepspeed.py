@@ -6,6 +6,7 @@ Two-process runs go through torchrun (`anygpt.train.launch`); the plain run uses
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,7 +114,11 @@ def test_zero3_two_ranks_trains_and_export_generates(tiny_train_data, tmp_path):
 
     recipe = write_recipe(tmp_path, tiny_train_data, deepspeed={"zero_stage": 3, "precision": "fp32", "micro_batch_size": 4},
                           export={"generation": {"image": {"temperature": 0.9}}})
-    run_ok(recipe)
+    proc = run_ok(recipe)
+    # built under zero.Init: rank 0 never held more than its half of the model
+    held, total = (int(x.replace(",", "")) for x in re.search(r"rank 0 holds ([\d,]+) of ([\d,]+) parameters",
+                                                              proc.stdout).groups())
+    assert abs(held - total / 2) < 0.01 * total
     out = tmp_path / "run"
     recs = train_records(out)
     assert recs[-1]["loss"] < recs[0]["loss"] - 0.3

@@ -13,6 +13,9 @@ Examples:
   anygpt build-data --stage sft --conversations convs.jsonl --tokenizer grown/ \\
       --cards image=cards/image,speech=cards/speech,music=cards/music --out data/sft
 
+A --recipe build renders in batches (--num-proc N processes, same output for any N) and writes
+Arrow shards as it goes; rerun an interrupted build with the same arguments to continue it.
+
 Bad lines stop the job with one error naming file:line; with --skip-bad they are written to
 OUT/errors.jsonl and the job goes on.
 """
@@ -58,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlong", choices=["drop", "truncate"], default="drop",
                    help="sft: what --max-length does to a longer conversation (default drop; pretrain: the recipe's overlong)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-proc", type=int, default=1,
+                   help="--recipe: render samples in N processes (the output is the same for any N)")
     p.add_argument("--skip-bad", action="store_true", help="record bad lines in OUT/errors.jsonl and go on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
@@ -76,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
                 recipe.template = args.template
             if args.loss_on != "assistant":
                 recipe.loss_on = args.loss_on
-            out = build_pretrain_from_recipe(recipe, tok, layout, args.out, args.skip_bad, args.overwrite)
+            if args.num_proc < 1:
+                raise CLIError("--num-proc must be at least 1")
+            out = build_pretrain_from_recipe(recipe, tok, layout, args.out, args.skip_bad, args.overwrite,
+                                             args.num_proc)
         else:
             if not 0.0 <= args.t2x_prob <= 1.0:
                 raise CLIError("--t2x-prob must be in [0, 1]")

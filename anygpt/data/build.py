@@ -22,9 +22,10 @@ training checks with :func:`check_data_info`.
 
 from __future__ import annotations
 
-import dataclasses
 import collections.abc
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -35,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from anygpt.data.datainfo import DATA_INFO_FILE
 from anygpt.data.instructions import draw_instruction
-from anygpt.data.templates import MediaCodes, Message, Template, get_template
+from anygpt.data.templates import BatchRenderer, MediaCodes, Message, Template, get_template
 from anygpt.utils import atomic_write_text, read_jsonl, read_yaml
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
@@ -103,7 +104,10 @@ def check_template(template: Template, layout: VocabLayout) -> None:
 # ---------------------------------------------------------------- alignment samples
 def alignment_messages(pair: Pair, direction: str, rng: random.Random) -> list[Message]:
     """The user/assistant pair for one direction, with a randomly drawn instruction."""
-    instruction = draw_instruction(pair.modality, direction, rng)
+    return _alignment_messages(pair, direction, draw_instruction(pair.modality, direction, rng))
+
+
+def _alignment_messages(pair: Pair, direction: str, instruction: str) -> list[Message]:
     media = MediaCodes(pair.modality, pair.codes)
     if direction == "x2t":
         return [Message("user", [instruction + " ", media]), Message("assistant", pair.text)]
@@ -119,6 +123,15 @@ def render_alignment(pair: Pair, direction: str, template: Template, tokenizer, 
     return Sample(r.input_ids, r.labels, pair.modality, direction, source, pair.id)
 
 
+def render_alignments(pairs: Sequence[Pair], directions: Sequence[str], instructions: Sequence[str],
+                      renderer: BatchRenderer, source: str = "", loss_on: str = "assistant") -> list[Sample]:
+    """Many alignment samples at once, each with its drawn direction and instruction: the same ids
+    as :func:`render_alignment` with those draws, one tokenizer call for the batch."""
+    convs = [_alignment_messages(p, d, ins) for p, d, ins in zip(pairs, directions, instructions)]
+    return [Sample(r.input_ids, r.labels, p.modality, d, source, p.id)
+            for p, d, r in zip(pairs, directions, renderer.render(convs, loss_on))]
+
+
 def draw_direction(rng: random.Random, t2x_prob: float) -> str:
     return "t2x" if rng.random() < t2x_prob else "x2t"
 
@@ -126,23 +139,42 @@ def draw_direction(rng: random.Random, t2x_prob: float) -> str:
 # ---------------------------------------------------------------- mixture
 @dataclass
 class MixSource:
-    """A dataset in a mixture: ``make(index, rng) -> Sample`` for its ``size`` items."""
+    """A dataset in a mixture of ``size`` items.
+
+    Either ``make(index, rng) -> Sample`` renders one item, or ``plan(index, rng)`` draws one
+    item's randomness (cheap; the same draws ``make`` would take) and ``render(plans)`` renders
+    many at once, which lets :func:`mix` batch rendering and spread it over processes."""
 
     name: str
     weight: float
     size: int
-    make: Callable[[int, random.Random], Sample]
+    make: Callable[[int, random.Random], Sample] | None = None
+    plan: Callable[[int, random.Random], Any] | None = None
+    render: Callable[[Sequence[Any]], list[Sample]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.make is None:
+            if self.plan is None or self.render is None:
+                raise ValueError(f"dataset {self.name!r}: a mix source needs make, or plan and render")
+            plan, render = self.plan, self.render
+            self.make = lambda i, rng: render([plan(i, rng)])[0]
 
 
 def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | None = None,
-        num_tokens: int | None = None, seed: int = 0) -> Iterator[Sample]:
+        num_tokens: int | None = None, seed: int = 0, skip: int = 0, batch_size: int = 512,
+        num_proc: int = 1) -> Iterator[Sample]:
     """Interleave ``sources`` so each one's share of samples or tokens follows its weight.
 
     Stops after ``num_samples`` samples or once ``num_tokens`` tokens were produced (default: as
     many samples as all sources hold together). Greedy deficit scheduling keeps every prefix of
     the stream within one sample of the target shares, so the stream is already interleaved and is
     yielded as it is made (memory stays flat); each source is walked in a reshuffled order per epoch
-    and directions are drawn per sample."""
+    and directions are drawn per sample.
+
+    ``skip`` leaves out the first samples of the stream (a resumed build). Mixing by samples with
+    sources that ``plan``/``render`` renders ``batch_size`` samples at a time, in ``num_proc``
+    processes when more than one (the stream is the same either way); skipped samples are then
+    planned but never rendered."""
     if by not in ("samples", "tokens"):
         raise ValueError(f"mix_by must be samples or tokens, not {by!r}")
     sources = [s for s in sources if s.weight > 0]
@@ -158,18 +190,70 @@ def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | No
     rng = random.Random(seed)
     orders: list[list[int]] = [[] for _ in sources]
     produced = [0.0] * len(sources)
-    n_out, tokens_out = 0, 0
-    while (num_samples is None or n_out < num_samples) and (num_tokens is None or tokens_out < num_tokens):
+
+    def next_source() -> tuple[int, int]:
         total = sum(produced)
         i = max(range(len(sources)), key=lambda k: (shares[k] * total - produced[k], shares[k]))
         if not orders[i]:
             orders[i] = list(range(sources[i].size))
             rng.shuffle(orders[i])
-        sample = sources[i].make(orders[i].pop(), rng)
+        return i, orders[i].pop()
+
+    if num_tokens is None and by == "samples" and all(s.plan and s.render for s in sources):
+        def plans() -> Iterator[tuple[int, Any]]:
+            for _ in range(num_samples):
+                i, item = next_source()
+                produced[i] += 1
+                yield i, sources[i].plan(item, rng)
+
+        stream = plans()
+        for _ in itertools.islice(stream, skip):
+            pass
+        yield from _render_batches(sources, stream, batch_size, num_proc)
+        return
+    n_out, tokens_out = 0, 0
+    while (num_samples is None or n_out < num_samples) and (num_tokens is None or tokens_out < num_tokens):
+        i, item = next_source()
+        sample = sources[i].make(item, rng)
         produced[i] += len(sample) if by == "tokens" else 1
         n_out += 1
         tokens_out += len(sample)
-        yield sample
+        if n_out > skip:
+            yield sample
+
+
+_FORKED_SOURCES: Sequence[MixSource] = ()  # what forked rendering workers render from (set before the fork)
+
+
+def _render_batch(batch: Sequence[tuple[int, Any]]) -> list[Sample]:
+    """Render one batch of ``(source, plan)`` in stream order, grouping plans by source."""
+    by_source: dict[int, list[int]] = {}
+    for pos, (k, _) in enumerate(batch):
+        by_source.setdefault(k, []).append(pos)
+    out: list[Sample | None] = [None] * len(batch)
+    for k, positions in by_source.items():
+        for pos, sample in zip(positions, _FORKED_SOURCES[k].render([batch[p][1] for p in positions])):
+            out[pos] = sample
+    return out  # type: ignore[return-value]
+
+
+def _render_batches(sources: Sequence[MixSource], stream: Iterator[tuple[int, Any]], batch_size: int,
+                    num_proc: int) -> Iterator[Sample]:
+    global _FORKED_SOURCES
+    _FORKED_SOURCES = sources
+    batches = iter(lambda: list(itertools.islice(stream, batch_size)), [])
+    if num_proc <= 1:
+        for b in batches:
+            yield from _render_batch(b)
+        return
+    import multiprocessing as mp
+
+    # fork: workers inherit the sources (closures over tokenizer and memory-mapped shards) without
+    # pickling them; each worker's tokenizer runs single-threaded so processes do not oversubscribe
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with mp.get_context("fork").Pool(num_proc) as pool:
+        for rendered in pool.imap(_render_batch, batches, chunksize=1):
+            yield from rendered
 
 
 # ---------------------------------------------------------------- pretraining: sources
@@ -190,6 +274,14 @@ class ShardPairs(collections.abc.Sequence):
         if row["modality"] != self.modality:
             raise ValueError(f"{self.where}: row {row['id']} is {row['modality']}, the recipe says {self.modality}")
         return Pair(row["id"], self.modality, row["codes"], row["text"])
+
+    def get_many(self, indices: Sequence[int]) -> list[Pair]:
+        """Pairs ``indices`` in one columnar read (row-at-a-time reads dominated building)."""
+        cols = self.ds[[self.rows[i] for i in indices]]
+        for rid, mod in zip(cols["id"], cols["modality"]):
+            if mod != self.modality:
+                raise ValueError(f"{self.where}: row {rid} is {mod}, the recipe says {self.modality}")
+        return [Pair(rid, self.modality, codes, text) for rid, codes, text in zip(cols["id"], cols["codes"], cols["text"])]
 
 
 def pairs_from_shards(src: str | os.PathLike, modality: str, expect_fingerprint: str | None = None
@@ -334,16 +426,13 @@ def text_tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: dict, errors: ErrorLog | None = None,
-                  overwrite: bool = False, chunk_rows: int = 4096) -> Path:
-    """Save samples as a Hugging Face dataset + ``anygpt_data.json``; the folder appears complete
-    or not at all (built beside it, then renamed)."""
+PROGRESS_FILE = "progress.json"
+
+
+def _features():
     import datasets
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
-    features = datasets.Features({
+    return datasets.Features({
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "labels": datasets.Sequence(datasets.Value("int32")),
         "modality": datasets.Value("string"),
@@ -352,41 +441,147 @@ def write_dataset(samples: Iterable[Sample], out_dir: str | os.PathLike, info: d
         "id": datasets.Value("string"),  # the sample's id in its source: training errors name it
         "length": datasets.Value("int32"),
     })
+
+
+def write_dataset(samples: Iterable[Sample | None] | Callable[[int], Iterable[Sample | None]], out_dir: str | os.PathLike,
+                  info: dict, errors: ErrorLog | None = None, overwrite: bool = False, chunk_rows: int = 4096,
+                  shard_rows: int = 65536, job_key: str | None = None) -> Path:
+    """Save samples as a Hugging Face dataset (``load_from_disk`` reads it) + ``anygpt_data.json``.
+
+    Rows go to Arrow shards as they come (``chunk_rows`` at a time, a new file every
+    ``shard_rows``), so memory does not grow with the output. The folder is built beside it
+    (``.NAME.partial``) and renamed when complete, so it appears complete or not at all.
+
+    Resumable: with a ``job_key`` (what identifies the build: inputs and settings) and ``samples``
+    a callable ``start -> stream from position start`` (``None`` items are positions whose
+    sample was dropped), every closed shard is recorded in
+    ``.NAME.partial/progress.json``; rerunning the same build continues after the last closed
+    shard, a different build starts over."""
+    import pyarrow as pa
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
+    features = _features()
     names = list(features)
+    tmp = out.with_name(f".{out.name}.partial")
+    state = {"job": job_key, "shards": [], "consumed": 0, "counts": {}, "tokens": 0, "errors": []}
+    prev = _read_progress(tmp) if job_key is not None and callable(samples) else None
+    if prev is not None and prev.get("job") == job_key:
+        state = prev
+        for name in os.listdir(tmp):  # a shard left open by the interrupted run
+            if name.endswith(".arrow") and name not in state["shards"]:
+                os.remove(tmp / name)
+        if errors is not None:
+            errors.rows[:0] = state["errors"]
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    start = state["consumed"]
+    counted = _Counted(samples(start) if callable(samples) else samples)
+    counts: dict[str, dict[str, int]] = state["counts"]
     cols: dict[str, list] = {k: [] for k in names}
-    chunks: list = []  # Arrow tables (compact int32), not Python lists
-    counts: dict[str, dict[str, int]] = {}
-    n_tokens = 0
+    writer: pa.ipc.RecordBatchStreamWriter | None = None
+    in_shard = 0
     from tqdm import tqdm
 
-    for s in tqdm(samples, desc="building samples", unit="sample", disable=None):
-        for k, v in zip(names, (s.input_ids, s.labels, s.modality, s.direction, s.source, s.id, len(s))):
+    def flush_chunk() -> None:
+        nonlocal writer, in_shard
+        import datasets
+
+        table = datasets.Dataset.from_dict(cols, features=features).data.table  # arrow schema + HF metadata
+        if writer is None:
+            name = f"data-{len(state['shards']):05d}.arrow"
+            writer = pa.ipc.new_stream(str(tmp / name), table.schema)
+            state["open"] = name
+        writer.write_table(table)
+        in_shard += table.num_rows
+        for k in names:
+            cols[k] = []
+
+    def close_shard() -> None:
+        nonlocal writer, in_shard
+        if writer is None:
+            return
+        writer.close()
+        writer, in_shard = None, 0
+        state["shards"].append(state.pop("open"))
+        state["consumed"] = start + counted.n
+        state["errors"] = list(errors.rows) if errors else []
+        atomic_write_text(tmp / PROGRESS_FILE, json.dumps(state))
+
+    for s in tqdm(counted, desc="building samples", unit="sample", disable=None, initial=start):
+        if s is None:  # dropped by the stream (recorded in errors), still a position to resume after
+            continue
+        n, labels = len(s), s.labels
+        for k, v in zip(names, (s.input_ids, labels, s.modality, s.direction, s.source, s.id, n)):
             cols[k].append(v)
         c = counts.setdefault(s.source, {"samples": 0, "tokens": 0, "loss_tokens": 0})
         c["samples"] += 1
-        c["tokens"] += len(s)
-        c["loss_tokens"] += sum(1 for x in s.labels if x != -100)
-        n_tokens += len(s)
+        c["tokens"] += n
+        c["loss_tokens"] += n - labels.count(-100) if isinstance(labels, list) else sum(1 for x in labels if x != -100)
+        state["tokens"] += n
         if len(cols["length"]) >= chunk_rows:
-            chunks.append(datasets.Dataset.from_dict(cols, features=features))
-            cols = {k: [] for k in names}
+            flush_chunk()
+            if in_shard >= shard_rows:
+                close_shard()
     if cols["length"]:
-        chunks.append(datasets.Dataset.from_dict(cols, features=features))
-    if not chunks:
+        flush_chunk()
+    close_shard()
+    if not state["shards"]:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError("no samples to write (every input was empty or bad)")
-    ds = chunks[0] if len(chunks) == 1 else datasets.concatenate_datasets(chunks)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    info = {**info, "num_samples": len(ds), "num_tokens": n_tokens, "sources": counts,
+    _finish_hf_dataset(tmp, state["shards"], features)
+    n_samples = sum(c["samples"] for c in counts.values())
+    info = {**info, "num_samples": n_samples, "num_tokens": state["tokens"], "sources": counts,
             "errors": len(errors.rows) if errors else 0}
     atomic_write_text(tmp / DATA_INFO_FILE, json.dumps(info, indent=1, ensure_ascii=False))
     if errors:
         errors.write(tmp)
+    (tmp / PROGRESS_FILE).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+class _Counted:
+    """An iterator that counts what it handed out (the stream position a resumed build starts at)."""
+
+    def __init__(self, it: Iterable):
+        self.it, self.n = iter(it), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        x = next(self.it)
+        self.n += 1
+        return x
+
+
+def _read_progress(tmp: Path) -> dict | None:
+    try:
+        return json.loads((tmp / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _finish_hf_dataset(tmp: Path, shards: list[str], features) -> None:
+    """Name the shards and write the two files with which ``datasets.load_from_disk`` opens them
+    (the layout ``Dataset.save_to_disk`` writes)."""
+    import datasets
+
+    files = []
+    for i, name in enumerate(shards):
+        final = f"data-{i:05d}-of-{len(shards):05d}.arrow"
+        os.replace(tmp / name, tmp / final)
+        files.append({"filename": final})
+    datasets.DatasetInfo(features=features).write_to_directory(str(tmp))
+    fingerprint = hashlib.sha256(json.dumps(files).encode() + os.urandom(8)).hexdigest()[:16]
+    atomic_write_text(tmp / "state.json", json.dumps({
+        "_data_files": files, "_fingerprint": fingerprint, "_format_columns": None, "_format_kwargs": {},
+        "_format_type": None, "_output_all_columns": False, "_split": None}, indent=2))
 
 
 def data_info(stage: str, tokenizer, layout: VocabLayout, template: Template, fingerprints: dict[str, str | None],
@@ -428,33 +623,39 @@ def check_data_info(data_dir: str | os.PathLike, layout: VocabLayout, fingerprin
 OVERLONG_POLICIES = ("drop", "error", "truncate")
 
 
-def apply_length_policy(samples: Iterable[Sample], max_length: int | None, policy: str, errors: ErrorLog,
-                        counts: dict[str, int]) -> Iterator[Sample]:
-    """Samples within ``max_length`` tokens, by the recipe's ``overlong`` policy: ``drop`` records
-    a longer one in errors.jsonl, ``error`` stops naming it, ``truncate`` cuts it (counted in
-    ``counts["truncated"]``). Without ``max_length`` every sample passes (training then refuses
-    one longer than its ``seq_len``, naming it)."""
+def check_overlong_policy(policy: str) -> None:
     if policy not in OVERLONG_POLICIES:
         raise ValueError(f"overlong must be one of {', '.join(OVERLONG_POLICIES)}, not {policy!r}")
-    for s in samples:
-        if max_length is None or len(s) <= max_length:
-            yield s
-        elif policy == "truncate":
-            counts["truncated"] = counts.get("truncated", 0) + 1
-            yield dataclasses.replace(s, input_ids=s.input_ids[:max_length], labels=s.labels[:max_length])
-        elif policy == "error":
-            raise ValueError(f"{s.source}:{s.id}: {len(s)} tokens > max_length {max_length} "
-                             "(recipe overlong: error; use drop or truncate to go on)")
-        else:
-            errors.bad(f"{s.source}:{s.id}", f"{len(s)} tokens > max_length {max_length}")
+
+
+def apply_length_policy(s: Sample, max_length: int | None, policy: str, errors: ErrorLog,
+                        counts: dict[str, int]) -> Sample | None:
+    """The sample within ``max_length`` tokens, by the recipe's ``overlong`` policy: ``drop``
+    records a longer one in errors.jsonl (None: a position the stream skips), ``error`` stops
+    naming it, ``truncate`` cuts it (counted in ``counts["truncated"]``). Without ``max_length``
+    every sample passes (training then refuses one longer than its ``seq_len``, naming it)."""
+    if max_length is None or len(s) <= max_length:
+        return s
+    if policy == "truncate":
+        counts["truncated"] = counts.get("truncated", 0) + 1
+        return dataclasses.replace(s, input_ids=s.input_ids[:max_length], labels=s.labels[:max_length])
+    if policy == "error":
+        raise ValueError(f"{s.source}:{s.id}: {len(s)} tokens > max_length {max_length} "
+                         "(recipe overlong: error; use drop or truncate to go on)")
+    errors.bad(f"{s.source}:{s.id}", f"{len(s)} tokens > max_length {max_length}")
+    return None
 
 
 def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
-                               skip_bad: bool = False, overwrite: bool = False) -> Path:
-    """Alignment samples from code shards, mixed by the recipe's weights."""
+                               skip_bad: bool = False, overwrite: bool = False, num_proc: int = 1,
+                               chunk_rows: int = 4096, shard_rows: int = 65536) -> Path:
+    """Alignment samples from code shards, mixed by the recipe's weights, rendered in batches
+    (``num_proc`` processes) and written as they come (see :func:`write_dataset` for the
+    sizes); an interrupted build resumes when rerun."""
     template = get_template(recipe.template or default_template(layout, "pretrain"))
     check_template(template, layout)
     errors = ErrorLog(skip_bad or recipe.max_length is not None)
+    renderer = BatchRenderer(template, tokenizer, layout)
     sources, fingerprints = [], {}
     for spec in recipe.datasets:
         expect = spec.fingerprint
@@ -467,26 +668,50 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
             raise ValueError(f"{spec.shards}: {spec.modality} shards made by tokenizer {fp}, another dataset's by "
                              f"{fingerprints[spec.modality]}; one model needs one tokenizer per modality")
         fingerprints[spec.modality] = fp
-        sources.append(MixSource(spec.name, spec.weight, len(pairs), _pair_maker(pairs, spec.name, spec.t2x_prob,
-                                                                                  template, tokenizer, layout,
-                                                                                  recipe.loss_on)))
+        sources.append(_pair_source(spec.name, spec.weight, pairs, spec.t2x_prob, renderer, recipe.loss_on))
+    check_overlong_policy(recipe.overlong)
     counts: dict[str, int] = {}
-    samples = apply_length_policy(mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed),
-                                  recipe.max_length, recipe.overlong, errors, counts)
+
+    def samples(start: int) -> Iterator[Sample | None]:
+        for s in mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed, skip=start,
+                     num_proc=num_proc):
+            yield apply_length_policy(s, recipe.max_length, recipe.overlong, errors, counts)
+
     info = data_info("pretrain", tokenizer, layout, template, fingerprints, mix_by=recipe.mix_by, seed=recipe.seed,
                      weights={s.name: s.weight for s in recipe.datasets},
                      t2x_prob={s.name: s.t2x_prob for s in recipe.datasets},
                      max_length=recipe.max_length, overlong=recipe.overlong, length_policy=counts)
-    return write_dataset(samples, out_dir, info, errors, overwrite)
+    job = {"info": info, "recipe": dataclasses.asdict(recipe), "skip_bad": skip_bad,
+           "shards": {spec.name: _files_signature(spec.shards) for spec in recipe.datasets}}
+    return write_dataset(samples, out_dir, info, errors, overwrite, chunk_rows, shard_rows, job_key=_job_key(job))
 
 
-def _pair_maker(pairs: Sequence[Pair], source: str, t2x_prob: float, template: Template, tokenizer,
-                layout: VocabLayout, loss_on: str) -> Callable[[int, random.Random], Sample]:
-    def make(i: int, rng: random.Random) -> Sample:
-        return render_alignment(pairs[i], draw_direction(rng, t2x_prob), template, tokenizer, layout, rng, source,
-                                loss_on)
+def _files_signature(src: str | os.PathLike) -> list:
+    """Names, sizes and modification times of a folder's shard files (a changed input starts a build over)."""
+    from anygpt.data.shards import shard_files
 
-    return make
+    return [[str(f), os.path.getsize(f), os.path.getmtime(f)] for f in shard_files(src)]
+
+
+def _job_key(job: dict) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _pair_source(name: str, weight: float, pairs: ShardPairs, t2x_prob: float, renderer: BatchRenderer,
+                 loss_on: str) -> MixSource:
+    """A mix source of shard pairs: the plan draws direction then instruction (the draws of
+    :func:`render_alignment`), rendering reads the batch's rows at once."""
+    modality = pairs.modality
+
+    def plan(i: int, rng: random.Random) -> tuple[int, str, str]:
+        direction = draw_direction(rng, t2x_prob)
+        return i, direction, draw_instruction(modality, direction, rng)
+
+    def render(plans: Sequence[tuple[int, str, str]]) -> list[Sample]:
+        idx, dirs, ins = zip(*plans)
+        return render_alignments(pairs.get_many(idx), dirs, ins, renderer, name, loss_on)
+
+    return MixSource(name, weight, len(pairs), plan=plan, render=render)
 
 
 def build_pretrain_from_reference(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout,

@@ -135,6 +135,25 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return loss * valid, valid
 
 
+# attention kernels that keep packed samples apart from position_ids alone (varlen on the restarts)
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def resolve_attention(attention: str, attn_implementation: str | None) -> str:
+    """How packed samples are kept apart: ``auto`` picks ``position_ids`` (no T×T mask, what
+    transformers' padding-free collator feeds flash-attention varlen) for a varlen kernel and the
+    dense block-diagonal ``mask`` otherwise (SDPA / eager, the CPU path). ``position_ids`` with
+    a kernel that ignores the restarts would let samples attend to each other: refused."""
+    if attention == "auto":
+        return "position_ids" if attn_implementation in VARLEN_ATTENTION else "mask"
+    if attention == "position_ids" and attn_implementation not in VARLEN_ATTENTION:
+        raise ValueError(f"data.attention=position_ids needs attn_implementation {' or '.join(VARLEN_ATTENTION)} "
+                         f"(with {attn_implementation} packed samples would attend to each other); use auto or mask")
+    if attention not in ("mask", "position_ids"):
+        raise ValueError(f"data.attention must be auto, mask or position_ids, got {attention!r}")
+    return attention
+
+
 def model_inputs(batch: dict[str, torch.Tensor], dtype: torch.dtype, attention: str = "mask") -> dict[str, torch.Tensor]:
     """The keyword arguments for ``model(...)`` from a collated batch.
 

@@ -41,7 +41,7 @@ class MediaCodes:
 
     def __init__(self, modality: str, codes: Iterable[int]):
         object.__setattr__(self, "modality", modality)
-        object.__setattr__(self, "codes", tuple(int(c) for c in codes))
+        object.__setattr__(self, "codes", tuple(map(int, codes)))
 
 
 Content = Union[str, MediaCodes, Sequence[Union[str, MediaCodes]]]
@@ -67,7 +67,7 @@ class Rendered:
 
 
 # A piece: ("text", str) | ("id", int) | ("media", MediaCodes), and whether it carries loss.
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     kind: str
     value: object
@@ -113,6 +113,11 @@ class Template:
     def stop_token_ids(self, layout: VocabLayout, tokenizer) -> list[int]:
         raise NotImplementedError
 
+    def suffix_ids(self, messages: Sequence[Message], tokenizer, loss_on: str,
+                   add_generation_prompt: bool) -> list[int]:
+        """Ids appended after the last piece (none by default); they carry loss unless ``loss_on`` is none."""
+        return []
+
     # -- shared
     def render(
         self,
@@ -128,28 +133,10 @@ class Template:
         ``loss_on``: ``"assistant"`` (assistant content and its end marker carry loss), ``"all"``
         (every token, as the reference's pretraining), or ``"none"`` (an inference prompt).
         ``add_generation_prompt`` appends the assistant header (and ``force_modality``'s start
-        marker) so that generation continues as the assistant."""
-        if loss_on not in ("assistant", "all", "none"):
-            raise ValueError(f"loss_on must be assistant, all or none, not {loss_on!r}")
-        pieces: list[_Piece] = []
-        if self.add_bos and tokenizer.bos_token_id is not None:
-            pieces.append(_Piece("id", tokenizer.bos_token_id))
-        pieces += self.pieces(list(messages), layout, loss_on)
-        if add_generation_prompt:
-            pieces += self.generation_pieces(layout, force_modality)
-        ids: list[int] = []
-        labels: list[int] = []
-        for p in pieces:
-            if p.kind == "text":
-                new = tokenizer(p.value, add_special_tokens=False)["input_ids"]
-            elif p.kind == "id":
-                new = [int(p.value)]
-            else:
-                new = layout.span_ids(p.value.modality, p.value.codes)
-            ids += new
-            train = loss_on == "all" or (loss_on == "assistant" and p.train)
-            labels += new if train else [IGNORE_INDEX] * len(new)
-        return Rendered(ids, labels)
+        marker) so that generation continues as the assistant. Many conversations at once:
+        :class:`BatchRenderer` (the same ids, one tokenizer call per batch)."""
+        return BatchRenderer(self, tokenizer, layout).render([messages], loss_on, add_generation_prompt,
+                                                             force_modality)[0]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "profile": self.profile, "system": self.system}
@@ -224,13 +211,11 @@ class AnyGPTPretrainTemplate(Template):
             _Piece("id", layout.token_id("<eos>"), True),
         ]
 
-    def render(self, messages, tokenizer, layout, loss_on="assistant", add_generation_prompt=False, force_modality=None):
-        r = super().render(messages, tokenizer, layout, loss_on, add_generation_prompt, force_modality)
+    def suffix_ids(self, messages, tokenizer, loss_on, add_generation_prompt):
         complete = sum(m.role == "assistant" for m in messages) == 1
         if complete and not add_generation_prompt and tokenizer.eos_token_id is not None:
-            r.input_ids.append(tokenizer.eos_token_id)  # the reference appends </s> to every pair
-            r.labels.append(tokenizer.eos_token_id if loss_on != "none" else IGNORE_INDEX)
-        return r
+            return [tokenizer.eos_token_id]  # the reference appends </s> to every pair
+        return []
 
     def generation_pieces(self, layout, force_modality):
         out = [_Piece("text", " "), _Piece("id", layout.token_id("[MMGPT]")), _Piece("text", ":")]
@@ -277,6 +262,116 @@ class AnyGPTChatTemplate(Template):
 
     def stop_token_ids(self, layout, tokenizer):
         return [layout.token_id("<eos>")] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
+class _CachedLayout:
+    """Read-only view of a :class:`VocabLayout` with its marker ids and ranges computed once (the
+    layout recomputes them per call, which dominated rendering); anything else is the layout's."""
+
+    def __init__(self, layout: VocabLayout):
+        self.layout = layout
+        self.markers = layout._marker_ids()
+        self.ranges = {m.name: layout.code_range(m.name) for m in layout.modalities}
+        self.delimiters = tuple(t for m in layout.modalities for t in (m.start, m.end))
+
+    def token_id(self, token: str) -> int:
+        got = self.markers.get(token)
+        return got if got is not None else self.layout.token_id(token)  # the layout's error for unknown tokens
+
+    def start_id(self, modality: str) -> int:
+        return self.ranges[modality].stop if modality in self.ranges else self.layout.start_id(modality)
+
+    def parse(self, text: str, strict: bool = True) -> list:
+        if not any(d in text for d in self.delimiters):  # no span marker: the whole string is text
+            return [("text", text)] if text else []
+        return self.layout.parse(text, strict)
+
+    def __getattr__(self, name: str):
+        return getattr(self.layout, name)
+
+
+@dataclass(frozen=True)
+class _SpecialIds:
+    """A tokenizer's bos/eos ids, read once (what templates ask of the tokenizer)."""
+
+    bos_token_id: int | None
+    eos_token_id: int | None
+
+
+class BatchRenderer:
+    """Renders many conversations at once with the ids :meth:`Template.render` gives one by one.
+
+    Text pieces repeated across samples (role markers, ``":"``, instructions) are tokenized once
+    and cached (the cache is cleared when it reaches ``cache_size`` strings, so memory stays
+    bounded); the rest of a batch goes through the tokenizer in one call; media codes become ids
+    by array arithmetic."""
+
+    def __init__(self, template: Template, tokenizer, layout: VocabLayout, cache_size: int = 50_000):
+        self.template, self.tokenizer, self.layout = template, tokenizer, _CachedLayout(layout)
+        self.special_ids = _SpecialIds(tokenizer.bos_token_id, tokenizer.eos_token_id)  # HF looks these up per access
+        self.cache: dict[str, list[int]] = {}
+        self.cache_size = cache_size
+
+    def render(self, conversations: Sequence[Sequence[Message]], loss_on: str = "assistant",
+               add_generation_prompt: bool = False, force_modality: str | None = None) -> list[Rendered]:
+        """Ids and labels for each conversation (see :meth:`Template.render` for the arguments)."""
+        if loss_on not in ("assistant", "all", "none"):
+            raise ValueError(f"loss_on must be assistant, all or none, not {loss_on!r}")
+        t, tok, layout = self.template, self.special_ids, self.layout
+        bos = [_Piece("id", tok.bos_token_id)] if t.add_bos and tok.bos_token_id is not None else []
+        gen = t.generation_pieces(layout, force_modality) if add_generation_prompt else []
+        all_pieces = [bos + t.pieces(list(m), layout, loss_on) + gen for m in conversations]
+        missing = list(dict.fromkeys(p.value for ps in all_pieces for p in ps
+                                     if p.kind == "text" and p.value not in self.cache))
+        if missing:
+            fresh = dict(zip(missing, self._tokenize(missing)))
+            if len(self.cache) + len(fresh) > self.cache_size:
+                self.cache.clear()
+        else:
+            fresh = {}
+        out = []
+        for messages, pieces in zip(conversations, all_pieces):
+            ids: list[int] = []
+            labels: list[int] = []
+            for p in pieces:
+                if p.kind == "text":
+                    new = self.cache.get(p.value)
+                    if new is None:
+                        new = fresh[p.value]
+                        self.cache[p.value] = new
+                elif p.kind == "id":
+                    new = [int(p.value)]
+                else:
+                    new = self._span(p.value)
+                ids += new
+                train = loss_on == "all" or (loss_on == "assistant" and p.train)
+                labels += new if train else [IGNORE_INDEX] * len(new)
+            tail = t.suffix_ids(messages, tok, loss_on, add_generation_prompt)
+            ids += tail
+            labels += tail if loss_on != "none" else [IGNORE_INDEX] * len(tail)
+            out.append(Rendered(ids, labels))
+        return out
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """``tokenizer(text, add_special_tokens=False)["input_ids"]`` for each text. A Hugging Face
+        fast tokenizer's own call spends most of its time building per-text Python encodings; its
+        Rust backend gives the same ids for the whole list in one call. The first text goes through
+        the full call, which sets the backend's options (no truncation or padding, special-token
+        handling) as the full call would for every text."""
+        tok = self.tokenizer
+        first = tok(texts[:1], add_special_tokens=False)["input_ids"]
+        backend = tok._tokenizer if tok.is_fast else None
+        if len(texts) == 1 or backend is None:
+            return first + (tok(texts[1:], add_special_tokens=False)["input_ids"] if len(texts) > 1 else [])
+        return first + [e.ids for e in backend.encode_batch_fast(texts[1:], add_special_tokens=False)]
+
+    def _span(self, media: MediaCodes) -> list[int]:
+        """``[<so..>] + code ids + [<eo..>]``, as :meth:`VocabLayout.span_ids` (same errors)."""
+        r = self.layout.ranges.get(media.modality)
+        codes = media.codes
+        if r is None or (codes and (min(codes) < 0 or max(codes) >= len(r))):
+            return self.layout.layout.span_ids(media.modality, codes)  # raises naming the bad code
+        return [r.stop, *map(r.start.__add__, codes), r.stop + 1]
 
 
 def _lead_space(content: Content) -> list:

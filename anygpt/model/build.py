@@ -46,11 +46,22 @@ def load_tokenizer_and_layout(cfg: ModelConfig, init_from: str | None = None) ->
 
 
 def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str | None = None,
-                dtype: torch.dtype = torch.float32, state_dict: dict | None = None):
+                dtype: torch.dtype = torch.float32, state_dict: dict | None = None, zero3_config: dict | None = None):
     """The causal LM with ``layout.padded_vocab_size`` embedding rows, ready for DeepSpeed;
-    ``state_dict`` (full weights, e.g. from a training checkpoint) is loaded after growth."""
+    ``state_dict`` (full weights, e.g. from a training checkpoint) is loaded after growth.
+
+    With ``zero3_config`` (the DeepSpeed config of a ZeRO-3 run) the model is built partitioned,
+    under ``deepspeed.zero.Init`` (through ``HfDeepSpeedConfig``, which Hugging Face loading
+    honours), so no rank ever holds all of it; vocabulary growth and ``state_dict`` loading then
+    work on gathered parameters, one tensor at a time."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    hf_ds = None
+    if zero3_config is not None:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        # transformers holds this only weakly: keep it alive as long as the model
+        hf_ds = HfDeepSpeedConfig(zero3_config)
     kw = {"attn_implementation": cfg.attn_implementation}
     if init_from or cfg.base:
         from anygpt.utils import refuse_remote_code
@@ -66,9 +77,20 @@ def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str
         spec.setdefault("tie_word_embeddings", False)
         config = AutoConfig.for_model(model_type, vocab_size=layout.base_vocab_size, **spec)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kw)
-    layout.grow_model(model)
+    if hf_ds is not None:
+        model._anygpt_hf_deepspeed_config = hf_ds
+    layout.grow_model(model, gather=zero3_gather if hf_ds is not None else None)
+    if hf_ds is not None:
+        import deepspeed
+
+        # Hugging Face's resize builds the grown embedding and head whole (outside zero.Init):
+        # partition what is not partitioned yet
+        deepspeed.zero.Init(module=model, config_dict_or_path=zero3_config)
     if state_dict is not None:
-        model.load_state_dict(state_dict)
+        if hf_ds is not None:
+            load_partitioned(model, state_dict)
+        else:
+            model.load_state_dict(state_dict)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -77,6 +99,27 @@ def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str
     if cfg.lora.r > 0:
         model = apply_lora(model, cfg)
     return model
+
+
+def zero3_gather(params: list[torch.nn.Parameter]):
+    """Context in which ZeRO-3 partitioned ``params`` are whole; what rank 0 writes is kept on all."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def load_partitioned(model, state_dict: dict) -> None:
+    """``model.load_state_dict(state_dict)`` for a ZeRO-3 partitioned model, one parameter gathered at a time."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(state_dict))
+    if missing:
+        raise ValueError(f"weights lack {len(missing)} parameters of the model, e.g. {missing[:3]}")
+    for name, p in params.items():
+        with zero3_gather([p]):
+            p.data.copy_(state_dict[name].to(p.dtype))
+    for name, b in model.named_buffers():
+        if name in state_dict:
+            b.data.copy_(state_dict[name])
 
 
 def embedding_weights(model) -> list[torch.nn.Parameter]:
@@ -134,4 +177,5 @@ def apply_lora(model, cfg: ModelConfig):
 
 
 def count_parameters(model, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    """Parameters of the whole model (a ZeRO-3 partitioned parameter counts its full ``ds_numel``)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad or not trainable_only)

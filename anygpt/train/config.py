@@ -44,7 +44,9 @@ class DataConfig:
     val: list[str] = field(default_factory=list)
     seq_len: int = 512
     pack: bool = True
-    attention: str = "mask"  # mask (4-D block-diagonal, sdpa/eager) | position_ids (flash-attention varlen)
+    # packed-sample isolation: auto (position_ids for flash-attention varlen, else the mask) |
+    # mask (4-D block-diagonal, sdpa/eager) | position_ids (flash-attention varlen only)
+    attention: str = "auto"
     samples_per_epoch: int | None = None
     prefetch: int = 4
 

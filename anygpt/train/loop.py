@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, check_sample_lengths, load_dataset_dir
-from anygpt.data.packing import model_inputs, token_losses
+from anygpt.data.packing import model_inputs, resolve_attention, token_losses
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
@@ -185,10 +185,18 @@ def run(cfg: TrainConfig) -> Path | None:
     tokenizer, layout = load_tokenizer_and_layout(model_cfg, init_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
     # loaded in the training precision: a 7B model in bf16 is 14 GB of host memory per rank, not 28
-    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights)
+    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
+    # ZeRO-3: built partitioned (zero.Init), so no rank holds the whole model
+    model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights,
+                        zero3_config=ds_config if cfg.deepspeed.zero_stage == 3 else None)
     n_params = count_parameters(model)
     print0(f"model: {n_params / 1e6:.2f}M parameters ({count_parameters(model, True) / 1e6:.2f}M trainable), vocab {layout.padded_vocab_size}")
+    if cfg.deepspeed.zero_stage == 3:
+        held = sum(p.ds_tensor.numel() for p in model.parameters() if hasattr(p, "ds_tensor"))
+        print0(f"ZeRO-3: built partitioned over {world} ranks, rank 0 holds {held:,} of {n_params:,} parameters")
     seed_everything(cfg.seed + rank)
+
+    attention = resolve_attention(cfg.data.attention, model.config._attn_implementation)
 
     # ---- data: refuse sets built for another layout; mixture loader sharded by rank
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
@@ -206,7 +214,6 @@ def run(cfg: TrainConfig) -> Path | None:
                    for p in cfg.data.val}
 
     # ---- engine
-    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
     accum = ds_config["gradient_accumulation_steps"]
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config,
@@ -235,7 +242,7 @@ def run(cfg: TrainConfig) -> Path | None:
     while step < cfg.steps:
         for _ in range(accum):
             batch = next(loader)
-            logits = engine(**to_device(model_inputs(batch, dtype, cfg.data.attention), engine.device), use_cache=False).logits
+            logits = engine(**to_device(model_inputs(batch, dtype, attention), engine.device), use_cache=False).logits
             loss_tok, valid = token_losses(logits, batch["labels"].to(logits.device))
             loss = loss_tok.sum() / valid.sum().clamp(min=1)
             engine.backward(loss)
@@ -256,7 +263,7 @@ def run(cfg: TrainConfig) -> Path | None:
             tokens.zero_()
             t_log = time.time()
         if val_loaders and cfg.log.val_every and step % cfg.log.val_every == 0 and step != cfg.steps:
-            log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+            log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.steps:
             checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
         if step == kill_at and rank == 0:
@@ -265,7 +272,7 @@ def run(cfg: TrainConfig) -> Path | None:
 
     # ---- end: validation, final checkpoint, plot, export
     if val_loaders:
-        log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, cfg.data.attention), "val")
+        log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
     checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
     log.close()
     if rank == 0:

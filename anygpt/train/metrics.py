@@ -37,27 +37,37 @@ class GroupedLoss:
         # groups: kind ("modality"/"direction"/"dataset") -> names, indexed by the batch's *_ids
         self.groups = groups
         self.names = [f"{kind}/{n or '-'}" for kind, ns in groups.items() for n in ns]
-        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64)
-        self.counts = torch.zeros(len(self.names) + 1, dtype=torch.float64)
+        # slots: one per group name, the overall total, and a bin for positions of no group
+        self.sums = torch.zeros(len(self.names) + 2, dtype=torch.float64)
+        self.counts = torch.zeros(len(self.names) + 2, dtype=torch.float64)
 
     def add(self, loss: torch.Tensor, valid: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-        loss, valid = loss.detach().double().cpu(), valid.cpu()
-        off = 0
+        """Accumulate one batch where the loss lives (no copy to the host, no sync: this runs every
+        step); ``read`` brings the sums over."""
+        loss = loss.detach().double()
+        dev = loss.device
+        if self.sums.device != dev:
+            self.sums, self.counts = self.sums.to(dev), self.counts.to(dev)
+        valid = valid.to(dev)
+        total, no_group = len(self.names), len(self.names) + 1
+        slots, off = [], 0
         for kind, ns in self.groups.items():
-            ids = batch[f"{kind}_ids"][:, 1:]  # the label position's tag
-            for i in range(len(ns)):
-                m = valid & (ids == i)
-                self.sums[off + i] += loss[m].sum()
-                self.counts[off + i] += m.sum()
+            ids = batch[f"{kind}_ids"][:, 1:].to(dev, non_blocking=True)  # the label position's tag
+            known = valid & (ids >= 0) & (ids < len(ns))
+            slots.append(torch.where(known, ids + off, no_group))
             off += len(ns)
-        self.sums[-1] += loss[valid].sum()
-        self.counts[-1] += valid.sum()
+        slots.append(torch.where(valid, total, no_group))
+        idx = torch.stack(slots).reshape(-1)
+        w = valid.to(torch.float64).expand(len(slots), *valid.shape).reshape(-1)
+        self.sums.index_add_(0, idx, loss.expand(len(slots), *loss.shape).reshape(-1))
+        self.counts.index_add_(0, idx, w)
 
     def read(self) -> dict[str, float]:
         """All-reduced mean loss per group and ``loss`` overall; resets the sums."""
-        both = torch.stack([self.sums, self.counts])
+        both = torch.stack([self.sums[:-1], self.counts[:-1]])
         if dist.is_initialized():
             dist.all_reduce(both)
+        both = both.cpu()
         out = {n: float(s / c) for n, s, c in zip(self.names + ["loss"], both[0], both[1]) if c > 0}
         self.sums.zero_()
         self.counts.zero_()
