@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--both-directions", action="store_true", help="--anygpt-jsonl: one sample per direction per line")
     p.add_argument("--loss-on", default="assistant", choices=["assistant", "all"],
                    help="pretrain: loss on the response only (default) or on every token, as the reference did")
-    p.add_argument("--max-length", type=int, help="sft: drop (record) conversations longer than this")
+    p.add_argument("--max-length", type=int, help="sft: split a dialogue longer than this many tokens between rounds (a single round longer than this is a bad line)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true", help="record bad lines in OUT/errors.jsonl and go on")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -91,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
         tokenizers = {m: load_tokenizer(c) for m, c in cards.items()}
         out = build_sft(args.conversations, tok, layout, args.out, tokenizers, parse_mapping(args.shards, "--shards"),
                         args.template, args.max_length, args.skip_bad, args.overwrite)
+    from anygpt.data.build import summary_lines
+
     info = read_data_info(out)
+    for line in summary_lines(info):
+        print(line)
     per = ", ".join(f"{k}: {v['samples']}" for k, v in info["sources"].items())
     print(f"wrote {out}: {info['num_samples']} samples, {info['num_tokens']} tokens ({per}); template "
           f"{info['template']}" + (f"; {info['errors']} bad lines in {out}/errors.jsonl" if info["errors"] else ""))
