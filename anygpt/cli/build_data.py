@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         cards = parse_mapping(args.cards, "--cards")
         tokenizers = {m: load_tokenizer(c) for m, c in cards.items()}
         out = build_sft(args.conversations, tok, layout, args.out, tokenizers, parse_mapping(args.shards, "--shards"),
-                        args.template, args.max_length, args.skip_bad, args.overwrite)
+                        args.template, args.max_length, args.skip_bad, args.overwrite, card_paths=cards)
     from anygpt.data.build import summary_lines
 
     info = read_data_info(out)

@@ -489,7 +489,8 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
         coverage[spec.name] = {"items": src.size, **text_coverage(tokenizer, texts)}
     samples = (s for s in mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed)
                if _limit(s, recipe.max_length, errors))
-    info = data_info("pretrain", tokenizer, layout, template, fingerprints, mix_by=recipe.mix_by, seed=recipe.seed,
+    cards = {spec.modality: str(Path(spec.card).resolve()) for spec in recipe.datasets if spec.card}
+    info = data_info("pretrain", tokenizer, layout, template, fingerprints, cards=cards, mix_by=recipe.mix_by, seed=recipe.seed,
                      weights={s.name: s.weight for s in recipe.datasets},
                      t2x_prob={s.name: s.t2x_prob for s in recipe.datasets}, text_coverage=coverage)
     return write_dataset(samples, out_dir, info, errors, overwrite)

@@ -174,12 +174,13 @@ def split_at_turns(turns: Sequence[dict], length: Callable[[Sequence[dict]], int
 def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
               tokenizers: dict[str, Any] | None = None, shards: dict[str, str | os.PathLike] | None = None,
               template_name: str | None = None, max_length: int | None = None, skip_bad: bool = False,
-              overwrite: bool = False, join_rounds: bool = True) -> Path:
+              overwrite: bool = False, join_rounds: bool = True, card_paths: dict[str, str] | None = None) -> Path:
     """Render every conversation of ``files``: one multi-turn sample per line, loss on every
     assistant turn. A line's inner lists are the rounds of one dialogue (``join_rounds``; False
     keeps each inner list a sample of its own, the old behaviour). A dialogue longer than
     ``max_length`` tokens is split between rounds (each part ends with an assistant turn); a
-    single round longer than that is reported and skipped."""
+    single round longer than that is reported and skipped. ``card_paths`` (modality → the card of
+    ``tokenizers``) are recorded in the data info, so training exports them."""
     template = get_template(template_name or default_template(layout, "sft"))
     if template.name == "anygpt-pretrain":
         raise ValueError("template anygpt-pretrain renders single pairs; use anygpt-chat or chat for conversations")
@@ -231,5 +232,6 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
                     yield Sample(r.input_ids, r.labels, _modalities(r.input_ids, layout), "chat", Path(f).stem,
                                  f"{name}@{j}" if len(rendered) > 1 else name)
 
-    info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files])
+    info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files],
+                     cards={m: str(Path(c).resolve()) for m, c in (card_paths or {}).items()})
     return write_dataset(samples(), out_dir, info, errors, overwrite)

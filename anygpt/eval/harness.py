@@ -90,7 +90,8 @@ class _Ctx:
     def tokenizer(self, modality: str):
         t = self.bundle.tokenizers.get(modality)
         if t is None:
-            raise ValueError(f"the model bundle has no {modality} tokenizer (tokenizers/{modality}/card.yaml)")
+            raise ValueError(f"{self.bundle.path}: the model has no {modality} tokenizer (tokenizers/{modality}/card.yaml is missing); "
+                             f"re-export with export.cards='{{\"{modality}\": \"CARD\"}}' or copy the card folder there")
         return t
 
 

@@ -41,6 +41,26 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "train"
 
 
+def export_cards(cfg: TrainConfig, info: dict) -> dict[str, str]:
+    """The tokenizer cards the export carries: ``export.cards`` when given, else the cards the
+    training data recorded (``build-data``), else those of the ``init_from`` export. A card that
+    is gone is left out with one line saying how to add it."""
+    if cfg.export.cards:
+        return dict(cfg.export.cards)
+    cards = dict(info.get("cards") or {})
+    if cfg.init_from:
+        for d in sorted((Path(cfg.init_from) / "tokenizers").glob("*/card.yaml")):
+            cards.setdefault(d.parent.name, str(d.parent))
+    out = {}
+    for modality, card in cards.items():
+        if Path(card).exists():
+            out[modality] = card
+        else:
+            print0(f"export: the {modality} tokenizer card {card} (recorded by build-data) is gone; "
+                   f"pass export.cards='{{\"{modality}\": \"CARD\"}}' to include it")
+    return out
+
+
 def print0(*args) -> None:
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(*args, flush=True)
@@ -267,6 +287,6 @@ def run(cfg: TrainConfig) -> Path | None:
     template = get_template(cfg.export.template or info.get("template") or "chat")
     record = {"stage": cfg.stage, "steps": step, "data": cfg.data.train, **info}
     export_dir = export_bundle(engine, cfg.deepspeed.zero_stage, out_dir / "export", tokenizer, layout, template,
-                               cfg.export.cards, cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
+                               export_cards(cfg, info), cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
     print0(f"exported {export_dir}")
     return export_dir
