@@ -77,6 +77,7 @@ class CheckpointConfig:
     every: int = 0  # steps between checkpoints (0 = only at the end)
     keep_last: int = 2
     resume: str = "auto"  # auto | none | path to a checkpoint tag dir
+    on_stop: bool = True  # SIGTERM / Ctrl-C: save a checkpoint at the step where every rank stops
 
 
 @dataclass
