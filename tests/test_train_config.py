@@ -157,3 +157,20 @@ def test_export_carries_the_cards_the_data_recorded(tmp_path, capsys):
     assert export_cards(cfg, info) == {"image": str(card), "music": str(prev / "tokenizers" / "music")}
     cfg.export.cards = {"image": "given.yaml"}
     assert export_cards(cfg, info) == {"image": "given.yaml"}
+
+
+def test_tiny_sft_recipe_runs_from_an_export_and_the_package_carries_the_recipes(tmp_path):
+    """Issue 15: there was no tiny SFT recipe, and tiny.yaml with init_from failed until
+    model.from_config=null was guessed. The package's copies are the files in train/."""
+    from pathlib import Path
+
+    from anygpt.train.config import RECIPES_DIR, load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("tiny.yaml", "sft_tiny.yaml"):
+        assert (RECIPES_DIR / name).read_text() == (repo / "train" / name).read_text(), f"anygpt/train/recipes/{name} drifted"
+    cfg = load_config(repo / "train" / "sft_tiny.yaml", ["init_from=runs/tiny/export", "data.train=[d]"])
+    assert cfg.stage == "sft" and cfg.model.from_config is None and cfg.init_from == "runs/tiny/export"
+    assert load_config("sft_tiny", ["init_from=x", "data.train=[d]"]).out_dir == cfg.out_dir  # the packaged copy
+    with pytest.raises(ValueError, match=r"given: init_from, model.from_config.*add model.from_config=null.*sft_tiny.yaml"):
+        load_config(repo / "train" / "tiny.yaml", ["init_from=runs/tiny/export", "data.train=[d]", "stage=sft"])
