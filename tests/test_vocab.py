@@ -207,7 +207,8 @@ def _user_sp_model(tmp_path, model_type: str, byte_fallback: bool):
     return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
 
 
-@pytest.mark.parametrize("model_type,byte_fallback", [("unigram", False), ("bpe", False), ("unigram", True), ("bpe", True)])
+@pytest.mark.parametrize("model_type,byte_fallback", [("unigram", False), pytest.param("bpe", False, marks=pytest.mark.slow),
+                                                     pytest.param("unigram", True, marks=pytest.mark.slow), ("bpe", True)])
 def test_grown_sentencepiece_base_keeps_its_text_behaviour(cli, tmp_path, model_type, byte_fallback):
     """Issue 15: `anygpt vocab --base sp.model` dropped unseen characters ("ZEBRA" -> "RA") because
     the model was rebuilt as a byte-fallback BPE without an unknown token. The grown tokenizer must
