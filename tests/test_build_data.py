@@ -160,7 +160,10 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
     ]}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
-    cli("build-data", "--stage", "pretrain", "--recipe", tmp_path / "recipe.yaml", "--tokenizer", tok_dir, "--out", out)
+    proc = cli("build-data", "--stage", "pretrain", "--recipe", tmp_path / "recipe.yaml", "--tokenizer", tok_dir, "--out", out)
+    # 200 samples from 50 items: the repetition is said, not silent (issue 15: 67 items → 19,884 samples)
+    assert "note: source shapes: 30 items made 150 samples (each item used about 5.0 times)" in proc.stdout
+    assert "voices: 20 items made 50 samples" in proc.stdout and "cannot represent" not in proc.stdout
     ds = datasets.load_from_disk(str(out))
     assert set(ds.column_names) >= {"input_ids", "labels", "modality", "direction", "source", "length"}
     assert len(ds) == 200
@@ -466,3 +469,36 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
 def _write_recipe(tmp_path, recipe: dict) -> Path:
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return tmp_path / "recipe.yaml"
+
+
+def test_three_round_conversation_is_one_sample_split_only_at_round_boundaries(grown_default, tmp_path, cli):
+    """Issue 15: rounds written as separate inner lists became independent single-turn samples.
+    A line is one dialogue: one sample, loss on every assistant turn; a dialogue longer than
+    --max-length is split between rounds, never inside one."""
+    import datasets
+
+    tok_dir, tok, layout = grown_default
+    rounds = [("what is red", "red is a colour"), ("and blue", "blue is a colour too"), ("thanks", "you are welcome")]
+    f = tmp_path / "convs.jsonl"
+    per_list = [[{"role": "user", "message": u}, {"role": "assistant", "message": a}] for u, a in rounds]
+    f.write_text(json.dumps({"id": "three", "conversation": per_list}) + "\n"
+                 + json.dumps({"id": "flat", "conversation": [[t for r in per_list for t in r]]}) + "\n")
+    out = tmp_path / "sft"
+    cli("build-data", "--stage", "sft", "--conversations", f, "--tokenizer", tok_dir, "--out", out)
+    ds = datasets.load_from_disk(str(out))
+    assert len(ds) == 2 and ds[0]["input_ids"] == ds[1]["input_ids"] and ds[0]["labels"] == ds[1]["labels"]
+    end = layout.token_id("<|end|>")
+    assert _trained(ds[0]["input_ids"], ds[0]["labels"]) == [i for _, a in rounds for i in _text_ids(tok, a) + [end]]
+    for u, _ in rounds:  # every user turn is context in the same sample
+        assert _find(ds[0]["input_ids"], _text_ids(tok, u))
+    # too long for one sample: split between rounds, each part ending with its assistant turn
+    full = len(ds[0]["input_ids"])
+    out2 = tmp_path / "sft_split"
+    cli("build-data", "--stage", "sft", "--conversations", f, "--tokenizer", tok_dir, "--out", out2, "--max-length", str(full - 1))
+    parts = datasets.load_from_disk(str(out2))
+    assert len(parts) == 4 and all(len(r["input_ids"]) <= full - 1 for r in parts)
+    trained = [_trained(r["input_ids"], r["labels"]) for r in parts.select(range(2))]
+    assert sum(trained, []) == _trained(ds[0]["input_ids"], ds[0]["labels"]) and all(t[-1] == end for t in trained)
+    proc = cli("build-data", "--stage", "sft", "--conversations", f, "--tokenizer", tok_dir, "--out", tmp_path / "x",
+               "--max-length", "5", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "round 1 alone is" in proc.stderr

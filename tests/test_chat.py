@@ -226,3 +226,30 @@ def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, media,
     code, out, _ = run_in_process(capsys, "chat", "--model", d, "--out", tmp_path / "o", "--set", "max_new_tokens=6",
                                   "--single", f"music|text|{media['audio']}")
     assert code == 0
+
+
+def test_a_reply_that_cannot_be_decoded_names_the_fix_and_a_failing_decoder_is_a_note(bundle, tmp_path):
+    """Issue 15: an export without cards printed "no image tokenizer in this model: 90 codes not
+    decoded" and exited 0. Now it is an error naming the missing card and the fix; a detokenizer
+    that fails on a span is a note on the reply, never a traceback that ends the session."""
+    import dataclasses
+
+    from anygpt.inference.chat import ChatSession, UndecodableReply
+
+    no_image = dataclasses.replace(bundle, tokenizers={k: v for k, v in bundle.tokenizers.items() if k != "image"})
+    s = ChatSession(no_image, preset="demo", out_dir=tmp_path / "a", seed=0)
+    with pytest.raises(UndecodableReply, match=r"image codes .*tokenizers/image/card.yaml is missing.*export.cards="):
+        s.send("draw", output="image")
+
+    class Broken:
+        modality = "speech"
+
+        def __getattr__(self, name):
+            return getattr(bundle.tokenizers["speech"], name)
+
+        def decode(self, codes):
+            raise RuntimeError("codec exploded")
+
+    broken = dataclasses.replace(bundle, tokenizers={**bundle.tokenizers, "speech": Broken()})
+    r = ChatSession(broken, preset="demo", out_dir=tmp_path / "b", seed=0).send("say it", output="speech")
+    assert r.media == [] and any("could not be decoded: RuntimeError: codec exploded" in n for n in r.notes)

@@ -333,3 +333,93 @@ def test_optional_clip_and_whisper_models_add_their_scores(tiny_bundle_dir, corp
     assert "failed" not in res["text_to_image"] and "failed" not in res["tts"], (res["text_to_image"].get("failed"), res["tts"].get("failed"))
     assert 0.0 <= res["text_to_image"]["metrics"]["clip_score"] <= 100.0
     assert res["tts"]["metrics"]["wer_external_asr"] >= 0.0
+
+
+def _tiny_clap(d: Path) -> Path:
+    """A random CLAP (HTSAT audio tower, 16 mel bins, 1 s at 16 kHz) in the published layout."""
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    d.mkdir()
+    vocab = {c: i for i, c in enumerate(["<s>", "<pad>", "</s>", "<unk>", *"abcdefghijklmnopqrstuvwxyz",
+                                         *("\u0120" + c for c in "abcdefghijklmnopqrstuvwxyz")])}
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=320, max_length_s=1, fft_window_size=400,
+                              truncation="rand_trunc")
+    ClapProcessor(feature_extractor=fe, tokenizer=RobertaTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))).save_pretrained(str(d))
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2, projection_dim=16)
+    audio = dict(window_size=4, num_mel_bins=16, spec_size=32, patch_size=4, patch_stride=(4, 4), depths=[1, 1],
+                 num_attention_heads=[2, 2], hidden_size=32, patch_embeds_hidden_size=16, projection_dim=16, enable_fusion=False)
+    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=16)).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="module")
+def user_corpus_dir(tmp_path_factory) -> Path:
+    """A user's own held-out data: photo-like gradients and greyscale pictures, tones, no
+    ``attributes`` anywhere, no music training manifest (what issue 15 ran eval on)."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("user_corpus")
+    rows = []
+    for i, mode in enumerate(["RGB", "L", "RGBA"]):
+        a = np.linspace(0, 255, 37 * 53, dtype=np.float32).reshape(37, 53)
+        img = Image.fromarray(((a + 80 * i) % 256).astype(np.uint8)).convert(mode)
+        img.save(root / f"photo{i}.png")
+        rows.append({"id": f"photo{i}", "path": f"photo{i}.png", "text": ["a sunset over the sea", "a grey page of text", "a window"][i]})
+    (root / "image").mkdir()
+    (root / "image" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for modality, texts in (("speech", ["good morning", "see you soon"]), ("music", ["a bright chord", "a low drone"])):
+        (root / modality).mkdir()
+        lines = []
+        for i, t in enumerate(texts):
+            sf.write(root / f"{modality}{i}.wav", _tone(200 + 150 * i, 0.8, i == 0), RATE)
+            lines.append(json.dumps({"id": f"{modality}{i}", "path": f"../{modality}{i}.wav", "text": t}) + "\n")
+        (root / modality / "test.jsonl").write_text("".join(lines))
+    return root
+
+
+def test_user_data_without_attributes_is_not_scored_but_read_back(tiny_bundle_dir, user_corpus_dir, tmp_path):
+    """Issue 15: no 'attributes' gave text_to_image.attribute_accuracy = 1.0 from nothing, the demo's
+    shape/colour analyser ran on arbitrary pictures and text_to_music failed. Now every metric
+    with nothing to compare is listed as not scored, with why; the label-free scores are given."""
+    from anygpt.cli import main
+
+    out = tmp_path / "eval"
+    rc = main(["eval", "--model", str(tiny_bundle_dir), "--data", str(user_corpus_dir), "--out", str(out), "--preset", "greedy",
+               "--batch-size", "4", "--clap-model", str(_tiny_clap(tmp_path / "clap"))])
+    assert rc == 0
+    res = {t: json.loads((out / f"{t}.json").read_text()) for t in ("image_to_text", "text_to_image", "asr", "tts", "music_to_text", "text_to_music")}
+    for task, r in res.items():
+        assert "failed" not in r, (task, r.get("failed"))
+        m = r["metrics"]
+        assert not any("accuracy" in k and "read_back" not in k for k in m if k != "not_scored"), (task, m)
+        assert all(isinstance(v, str) and v for v in m.get("not_scored", {}).values()), task
+    t2i, t2m = res["text_to_image"]["metrics"], res["text_to_music"]["metrics"]
+    assert "attribute_accuracy" in t2i["not_scored"] and "'colour'" in t2i["not_scored"]["attribute_accuracy"]
+    assert "image analysis" not in " ".join(res["text_to_image"]["notes"])  # the demo analyser did not run
+    assert "clip_score" in t2i["not_scored"] and "instrument_accuracy" in t2m["not_scored"]
+    for m in (t2i, t2m):  # the model's own read-back, of generated and of real media, with no labels
+        assert math.isfinite(m["read_back_logp"]) and math.isfinite(m["read_back_logp_reference"])
+        assert 0.0 <= m["read_back_match_accuracy"] <= 1.0 and m["read_back_n"] == m["n"]
+    assert 0.0 <= t2m["clap_score"] <= 100.0 and 0.0 <= t2m["clap_score_reference"] <= 100.0
+    assert {"bleu4", "cider_d"} <= set(res["image_to_text"]["metrics"]) and "attribute_accuracy" in res["image_to_text"]["metrics"]["not_scored"]
+    assert 0.0 <= res["asr"]["metrics"]["wer"] and "wer_external_asr" in res["tts"]["metrics"]["not_scored"]
+
+
+def test_nothing_to_compare_is_never_a_number(tiny_bundle_dir, tmp_path):
+    """Empty reference texts and a manifest whose only item fails to load: not scored, with why."""
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    (tmp_path / "speech").mkdir()
+    (tmp_path / "speech" / "test.jsonl").write_text(json.dumps({"id": "x", "path": "missing.wav", "text": "hello"}) + "\n")
+    (tmp_path / "image").mkdir()
+    Image.new("RGB", (20, 20), "white").save(tmp_path / "a.png")
+    (tmp_path / "image" / "test.jsonl").write_text(json.dumps({"id": "a", "path": "../a.png", "text": ""}) + "\n")
+    res = run_eval(EvalConfig(data=tmp_path, out=tmp_path / "e", tasks=["asr", "tts", "image_to_text"], preset="greedy"),
+                   model_dir=tiny_bundle_dir, progress=None)
+    assert "wer" not in res["asr"]["metrics"] and res["asr"]["metrics"]["not_scored"]["wer"] == "no utterance loaded"
+    assert "wer" not in res["tts"]["metrics"] and any("missing.wav" in e for e in res["asr"]["errors"])
+    i2t = res["image_to_text"]["metrics"]
+    assert "bleu4" not in i2t and "non-empty reference" in i2t["not_scored"]["bleu4"]

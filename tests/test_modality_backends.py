@@ -47,6 +47,18 @@ def check_audio_roundtrip(tok, wavs, expect_tokens, min_agree=0.8):
     return a, wav
 
 
+def check_short_spans(tok, lengths=(0, 1, 2, 3)):
+    """Any span a model can emit (issue 15: a 1-code speech reply crashed chat) decodes to a finite
+    waveform, with a warning where codes had to be repaired, never an exception."""
+    import warnings
+
+    for n in lengths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wav = tok.decode(np.arange(n, dtype=np.int64) % tok.codebook_size)
+        assert wav.ndim == 1 and wav.size > 0 and np.isfinite(wav).all(), n
+
+
 def test_speechtokenizer_published_layout(tmp_path):
     T.save_random_speechtokenizer(tmp_path / "speechtokenizer_hubert_avg")
     tok = load_tokenizer(card(tmp_path, "speechtokenizer", "speech", path="speechtokenizer_hubert_avg",
@@ -64,6 +76,7 @@ def test_speechtokenizer_published_layout(tmp_path):
     with pytest.warns(UserWarning, match="dropped 1 code"):
         assert tok.decode(np.array([1, 2, 5000, 3])).shape == (3 * 320,)
     assert tok.fingerprint == load_tokenizer(tmp_path / "speechtokenizer.yaml").fingerprint
+    check_short_spans(tok)
 
 
 def test_encodec_hf_published_layout_and_flattening(tmp_path):
@@ -81,6 +94,7 @@ def test_encodec_hf_published_layout_and_flattening(tmp_path):
     broken = np.concatenate([codes[1][:6], codes[1][8:]])  # a frame loses its last two tokens
     with pytest.warns(UserWarning, match="repaired 2 token"):
         assert tok.decode(broken).shape == (24 * 640,)
+    check_short_spans(tok)
 
 
 def test_encodec_package_checkpoint_file(tmp_path):
@@ -94,6 +108,7 @@ def test_encodec_package_checkpoint_file(tmp_path):
     assert wav.shape == (38 * 320,)
     other = load_tokenizer(card(tmp_path, "encodec", "music", path="ckpts", variant="24khz", bandwidth=6.0))
     assert other.n_q == 8 and other.fingerprint != tok.fingerprint  # bandwidth changes codes
+    check_short_spans(tok)
 
 
 def test_janus_vq_save_pretrained_layout(tmp_path):

@@ -121,3 +121,56 @@ def test_training_only_new_rows_masks_base_rows_and_freezes_the_rest(tiny_train_
         grad = dict(model.named_parameters())[n].grad
         assert grad[:base].abs().sum() == 0 and grad[base:].abs().sum() > 0
     assert all(g["weight_decay"] == 0.0 for g in param_groups(model, 0.1))  # no decay drift on frozen rows
+
+
+def test_export_carries_the_cards_the_data_recorded(tmp_path, capsys):
+    """Issue 15: an export had no tokenizer cards unless export.cards was passed. The cards the
+    training data was built with (recorded by build-data) travel by default, then those of the
+    init_from export; export.cards still wins; a card that is gone is said, with the fix."""
+    from anygpt.data.datainfo import check_datasets, write_data_info
+    from anygpt.train.config import TrainConfig
+    from anygpt.train.loop import export_cards
+    from anygpt.vocab import VocabLayout
+
+    layout = VocabLayout.from_profile("default", 300, {"image": 8, "speech": 8, "music": 0})
+    card = tmp_path / "image.yaml"
+    card.write_text("backend: demo-image\nmodality: image\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_data_info(data, layout, {"image": "fp"}, "chat@1")
+    import json
+
+    info_file = next(data.glob("*.json"))
+    rec = json.loads(info_file.read_text())
+    rec["cards"] = {"image": str(card), "speech": str(tmp_path / "gone.yaml")}
+    info_file.write_text(json.dumps(rec))
+    info = check_datasets([str(data)], layout)
+    assert info["cards"] == rec["cards"]
+    cfg = TrainConfig()
+    assert export_cards(cfg, info) == {"image": str(card)}
+    said = capsys.readouterr().out
+    assert "speech tokenizer card" in said and "gone.yaml" in said and "export.cards=" in said
+    prev = tmp_path / "prev_export"
+    (prev / "tokenizers" / "music").mkdir(parents=True)
+    (prev / "tokenizers" / "music" / "card.yaml").write_text("backend: demo-music\nmodality: music\n")
+    cfg.init_from = str(prev)
+    assert export_cards(cfg, info) == {"image": str(card), "music": str(prev / "tokenizers" / "music")}
+    cfg.export.cards = {"image": "given.yaml"}
+    assert export_cards(cfg, info) == {"image": "given.yaml"}
+
+
+def test_tiny_sft_recipe_runs_from_an_export_and_the_package_carries_the_recipes(tmp_path):
+    """Issue 15: there was no tiny SFT recipe, and tiny.yaml with init_from failed until
+    model.from_config=null was guessed. The package's copies are the files in train/."""
+    from pathlib import Path
+
+    from anygpt.train.config import RECIPES_DIR, load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("tiny.yaml", "sft_tiny.yaml"):
+        assert (RECIPES_DIR / name).read_text() == (repo / "train" / name).read_text(), f"anygpt/train/recipes/{name} drifted"
+    cfg = load_config(repo / "train" / "sft_tiny.yaml", ["init_from=runs/tiny/export", "data.train=[d]"])
+    assert cfg.stage == "sft" and cfg.model.from_config is None and cfg.init_from == "runs/tiny/export"
+    assert load_config("sft_tiny", ["init_from=x", "data.train=[d]"]).out_dir == cfg.out_dir  # the packaged copy
+    with pytest.raises(ValueError, match=r"given: init_from, model.from_config.*add model.from_config=null.*sft_tiny.yaml"):
+        load_config(repo / "train" / "tiny.yaml", ["init_from=runs/tiny/export", "data.train=[d]", "stage=sft"])

@@ -1,6 +1,7 @@
 """VocabLayout: the reference's exact ids and strings, growth, id arithmetic, parsing, serialisation."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,61 @@ def test_split_ids_is_lenient():
     img = layout.span_ids("image", [1, 2])
     ids = [5, 6] + img + [7] + [layout.start_id("speech"), layout.code_range("speech").start + 3, layout.code_range("image").start]
     assert layout.split_ids(ids) == [("text", [5, 6]), ("image", [1, 2]), ("text", [7]), ("speech", [3])]
+
+
+UNSEEN = ["Visualize ZEBRA", "digits 0123456789 and 3.14", "emoji 🙂🎵 ok", "中文 and 日本語 CJK", "hello world"]
+
+
+def _user_sp_model(tmp_path, model_type: str, byte_fallback: bool):
+    """A user's own sentencepiece model on a lower-case word soup: capitals, digits, emoji and CJK unseen."""
+    import random
+
+    import sentencepiece as spm
+
+    words = "a the red green blue circle square hello world please describe this picture".split()
+    rng = random.Random(0)
+    (tmp_path / "c.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(2000)))
+    prefix = tmp_path / f"{model_type}{int(byte_fallback)}"
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "c.txt"), model_prefix=str(prefix), vocab_size=290 if byte_fallback else 35,
+                                   model_type=model_type, byte_fallback=byte_fallback, minloglevel=2)
+    return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
+
+
+@pytest.mark.parametrize("model_type,byte_fallback", [("unigram", False), pytest.param("bpe", False, marks=pytest.mark.slow),
+                                                     pytest.param("unigram", True, marks=pytest.mark.slow), ("bpe", True)])
+def test_grown_sentencepiece_base_keeps_its_text_behaviour(cli, tmp_path, model_type, byte_fallback):
+    """Issue 15: `anygpt vocab --base sp.model` dropped unseen characters ("ZEBRA" -> "RA") because
+    the model was rebuilt as a byte-fallback BPE without an unknown token. The grown tokenizer must
+    encode text exactly as sentencepiece does: byte fallback round-trips, otherwise unknown pieces."""
+    from transformers import AutoTokenizer
+
+    from anygpt.vocab import text_coverage
+
+    model, sp = _user_sp_model(tmp_path, model_type, byte_fallback)
+    cli("vocab", "--base", model, "--profile", "default", "--sizes", "image=16,speech=8,music=0", "--out", tmp_path / "grown")
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "grown"))
+    for text in UNSEEN:
+        assert tok.encode(text, add_special_tokens=False) == sp.encode(text), text
+    cov = text_coverage(tok, UNSEEN)
+    if byte_fallback:
+        assert all(tok.decode(tok.encode(t, add_special_tokens=False)) == t for t in UNSEEN)
+        assert cov["unknown_tokens"] == cov["lost_chars"] == 0
+    else:
+        ids = tok.encode("ZEBRA", add_special_tokens=False)
+        assert tok.unk_token_id in ids and len(ids) >= 2  # visible as unknown, never silently gone
+        assert cov["unknown_tokens"] > 0 and cov["texts_with_unknown"] == 4 and cov["lost_chars"] > 0
+
+
+def test_vocab_sizes_are_checked_against_the_cards(cli, sp_model_file, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    img, sp = repo / "tokenizers" / "demo-image.yaml", repo / "tokenizers" / "demo-speech.yaml"
+    proc = cli("vocab", "--base", sp_model_file, "--profile", "default", "--sizes", "image=256", "--cards", f"{img},{sp}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--sizes image=256 but {img} has 512 codes" in proc.stderr
+    proc = cli("vocab", "--base", sp_model_file, "--profile", "default", "--sizes", "music=0", "--cards", f"{img},{sp}", "--out", tmp_path / "g")
+    from anygpt.vocab import VocabLayout
+
+    layout = VocabLayout.load(tmp_path / "g")
+    assert {m.name: m.size for m in layout.modalities}.items() >= {"image": 512, "speech": 1024}.items()
+    proc = cli("vocab", "--base", sp_model_file, "--profile", "default", "--sizes", "image=7")
+    assert "not checked against any tokenizer card" in proc.stdout

@@ -72,8 +72,17 @@ def strip_local_rank(argv: list[str]) -> list[str]:
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}  # reported in one line, not a traceback
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as one line a user can act on (``warning: …``), not the Python file, line and
+    source text (issue 15: long clips warned with a line of our source code)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.formatwarning = one_line_warning
     parser = build_parser()
     args = parser.parse_args(strip_local_rank(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):

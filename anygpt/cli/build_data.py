@@ -57,9 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--both-directions", action="store_true", help="--anygpt-jsonl: one sample per direction per line")
     p.add_argument("--loss-on", default="assistant", choices=["assistant", "all"],
                    help="pretrain: loss on the response only (default) or on every token, as the reference did")
-    p.add_argument("--max-length", type=int, help="sft: conversations longer than this are dropped (recorded) or cut")
+    p.add_argument("--max-length", type=int, help="sft: split a dialogue longer than this many tokens between rounds; "
+                   "a single round longer than this follows --overlong")
     p.add_argument("--overlong", choices=["drop", "truncate"], default="drop",
-                   help="sft: what --max-length does to a longer conversation (default drop; pretrain: the recipe's overlong)")
+                   help="sft: a single round longer than --max-length is dropped (recorded; an error without --skip-bad) "
+                   "or cut (default drop; pretrain: the recipe's overlong)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-proc", type=int, default=1,
                    help="--recipe: render samples in N processes (the output is the same for any N)")
@@ -100,8 +102,13 @@ def run(args: argparse.Namespace) -> int:
         cards = parse_mapping(args.cards, "--cards")
         tokenizers = {m: load_tokenizer(c) for m, c in cards.items()}
         out = build_sft(args.conversations, tok, layout, args.out, tokenizers, parse_mapping(args.shards, "--shards"),
-                        args.template, args.max_length, args.skip_bad, args.overwrite, args.overlong)
+                        args.template, args.max_length, args.skip_bad, args.overwrite, overlong=args.overlong,
+                        card_paths=cards)
+    from anygpt.data.build import summary_lines
+
     info = read_data_info(out)
+    for line in summary_lines(info):
+        print(line)
     per = ", ".join(f"{k}: {v['samples']}" for k, v in info["sources"].items())
     print(f"wrote {out}: {info['num_samples']} samples, {info['num_tokens']} tokens ({per}); template "
           f"{info['template']}" + (f"; {info['errors']} bad lines in {out}/errors.jsonl" if info["errors"] else ""))

@@ -2,14 +2,19 @@
 
 Tasks: image_to_text, text_to_image, asr, tts, music_to_text, text_to_music (default: all).
 The data directory holds per-modality manifests (``<modality>/test.jsonl`` or the other layouts
-anygpt.eval.evalset lists) with lines ``{"id", "path", "text", "attributes"}``; text_to_music
-also reads ``music/train.jsonl`` to fit its music analyser.
+anygpt.eval.evalset lists) with lines ``{"id", "path", "text", "attributes"}`` (docs/eval-manifests.md):
+``text`` is the reference caption / transcript / request; ``attributes`` is optional and only the
+demo corpus's keys are scored (image ``colour`` + ``shape``, music ``instrument`` + ``tempo``, the
+music analyser fitted on ``music/train.jsonl``). A metric with nothing to compare is listed under
+``not_scored`` with the reason, never given a number. Without attributes, text→image and
+text→music are scored by the model's own read-back (and CLIP / CLAP when given local models).
 
 Examples:
   anygpt eval --model runs/demo/model --data runs/demo/corpus --out runs/demo/eval
   anygpt eval --model M --data D --out E --tasks asr,tts --limit 50 --seed 1
   anygpt eval --model M --data D --out E --tasks text_to_image --preset sample --clip-model ~/models/clip
   anygpt eval --model M --data D --out E --tasks tts --asr-model ~/models/whisper-tiny
+  anygpt eval --model M --data D --out E --tasks text_to_music --clap-model ~/models/clap-htsat-unfused
   anygpt eval --model M --data D --out E --report E/report --train-log pretrain=run1/metrics.jsonl --train-log sft=run2/metrics.jsonl
 
 The paper's benchmarks (--benchmark; --data is then the data set's own folder in its published
@@ -53,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asr-model", type=Path, help="local transformers ASR model dir (e.g. Whisper) to score TTS as well")
     p.add_argument("--clip-model", type=Path, help="local CLIP model dir to add a CLIP score to text_to_image "
                    "(with --benchmark coco-t2i: the judge CLIP, default MODELS_DIR/clip-vit-large-patch14)")
+    p.add_argument("--clap-model", type=Path, help="local CLAP model dir to add a CLAP score to text_to_music "
+                   "(with --benchmark musiccaps-*: the judge CLAP, default MODELS_DIR/larger_clap_music)")
     from anygpt.eval.benchmarks import BENCHMARKS
 
     b = p.add_argument_group("paper benchmarks")
@@ -64,7 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder holding the judge models under their hub names (default ./models)")
     b.add_argument("--whisper-model", type=Path, help="local Whisper dir (vctk-tts WER; default MODELS_DIR/whisper-medium)")
     b.add_argument("--wavlm-model", type=Path, help="local WavLMForXVector dir (vctk-tts speaker similarity; default MODELS_DIR/wavlm-base-plus-sv)")
-    b.add_argument("--clap-model", type=Path, help="local CLAP dir (musiccaps; default MODELS_DIR/larger_clap_music)")
     b.add_argument("--device", help="device for the model and the judge models (default: cuda when available, else cpu)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -77,12 +83,16 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.data}: --data must be a directory")
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")
+    for flag, path in (("--asr-model", args.asr_model), ("--clip-model", args.clip_model), ("--clap-model", args.clap_model)):
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"{path}: {flag} must be a local model directory (nothing is downloaded)")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     cfg = EvalConfig(data=Path(args.data), out=Path(args.out), tasks=tasks, limit=args.limit, preset=args.preset,
-                     seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model)
+                     seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model,
+                     clap_model=args.clap_model)
     t0 = time.time()
     results = run_eval(cfg, model_dir=args.model)
     seconds = round(time.time() - t0, 1)

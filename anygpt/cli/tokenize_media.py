@@ -45,6 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def unmerged_message(res, out: str, rank: int, world: int) -> str:
+    """What a process that did not write manifest.json should say. With several ranks, the others
+    are usually still writing their shards and the last one to finish merges: that is not a
+    reason to rerun (issue 15: a rank said "rerun" although the job completed)."""
+    if world > 1:
+        return (f"rank {rank}/{world}: this rank's shards are done; the last rank to finish writes {out}/manifest.json "
+                f"and errors.jsonl (rerun only if no rank does)")
+    missing = res.shards_total - res.shards_done - res.shards_skipped
+    return f"{missing} of {res.shards_total} shard(s) not written yet (--max-shards?): rerun the same command to continue"
+
+
 def run(args: argparse.Namespace) -> int:
     from anygpt.modality.tokenize_job import tokenize_manifest
 
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{res.items - res.errors} items tokenized, {res.errors} skipped (errors.jsonl); "
               f"wrote {args.out}/manifest.json")
     else:
-        print("other shards are not finished yet: rerun (or let the other ranks finish) to merge errors.jsonl and manifest.json")
+        print(unmerged_message(res, args.out, int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))))
     if res.failed:
         print(f"anygpt tokenize: error: {res.failed}", file=sys.stderr)
         return 1

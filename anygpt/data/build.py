@@ -269,6 +269,12 @@ class ShardPairs(collections.abc.Sequence):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def texts(self, limit: int | None = None) -> list[str]:
+        """The pairs' texts (the first ``limit``), read as one column."""
+        rows = self.rows if limit is None else self.rows[:limit]
+        col = self.ds["text"]
+        return [col[r] for r in rows]
+
     def __getitem__(self, i: int) -> Pair:  # type: ignore[override]
         row = self.ds[self.rows[i]]
         if row["modality"] != self.modality:
@@ -646,6 +652,35 @@ def apply_length_policy(s: Sample, max_length: int | None, policy: str, errors: 
     return None
 
 
+TEXT_CHECK_LIMIT = 20_000  # texts per source checked for unknown / dropped characters (bounded cost)
+
+
+def text_coverage(tokenizer, texts: Sequence[str]) -> dict[str, int]:
+    """:func:`anygpt.vocab.text_coverage` (unknown pieces, characters lost in a round trip)."""
+    from anygpt.vocab import text_coverage as coverage
+
+    return coverage(tokenizer, texts)
+
+
+def summary_lines(info: dict) -> list[str]:
+    """What a user should know about a built set beyond its size: items used more than once
+    (a recipe asking for more samples than the sources hold) and text the tokenizer could not
+    represent. One line each; empty when there is nothing to say."""
+    lines = []
+    per = info.get("sources") or {}
+    for name, cov in (info.get("text_coverage") or {}).items():
+        items, samples = cov.get("items") or 0, (per.get(name) or {}).get("samples", 0)
+        if items and samples > items:
+            lines.append(f"note: source {name}: {items} items made {samples} samples (each item used about "
+                         f"{samples / items:.1f} times); lower the recipe's num_samples / num_tokens or add data if that is not meant")
+        if cov.get("unknown_tokens") or cov.get("lost_chars"):
+            lines.append(f"warning: source {name}: {cov['texts_with_unknown']} of {cov['texts']} texts checked have text the "
+                         f"tokenizer cannot represent ({cov['unknown_tokens']} unknown pieces, {cov['lost_chars']} of "
+                         f"{cov['chars']} characters lost); use a base tokenizer with byte fallback (sentencepiece "
+                         f"byte_fallback=true) or one trained on this text")
+    return lines
+
+
 def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
                                skip_bad: bool = False, overwrite: bool = False, num_proc: int = 1,
                                chunk_rows: int = 4096, shard_rows: int = 65536) -> Path:
@@ -657,6 +692,7 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
     errors = ErrorLog(skip_bad or recipe.max_length is not None)
     renderer = BatchRenderer(template, tokenizer, layout)
     sources, fingerprints = [], {}
+    src_pairs: dict[str, ShardPairs] = {}
     for spec in recipe.datasets:
         expect = spec.fingerprint
         if spec.card:
@@ -664,12 +700,17 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
 
             expect = load_tokenizer(spec.card, device="cpu").fingerprint
         pairs, fp = pairs_from_shards(spec.shards, spec.modality, expect)
+        src_pairs[spec.name] = pairs
         if fingerprints.get(spec.modality, fp) != fp:
             raise ValueError(f"{spec.shards}: {spec.modality} shards made by tokenizer {fp}, another dataset's by "
                              f"{fingerprints[spec.modality]}; one model needs one tokenizer per modality")
         fingerprints[spec.modality] = fp
         sources.append(_pair_source(spec.name, spec.weight, pairs, spec.t2x_prob, renderer, recipe.loss_on))
     check_overlong_policy(recipe.overlong)
+    coverage = {}
+    for spec, src in zip(recipe.datasets, sources):
+        texts = src_pairs[spec.name].texts(TEXT_CHECK_LIMIT)
+        coverage[spec.name] = {"items": src.size, **text_coverage(tokenizer, texts)}
     counts: dict[str, int] = {}
 
     def samples(start: int) -> Iterator[Sample | None]:
@@ -677,9 +718,10 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
                      num_proc=num_proc):
             yield apply_length_policy(s, recipe.max_length, recipe.overlong, errors, counts)
 
-    info = data_info("pretrain", tokenizer, layout, template, fingerprints, mix_by=recipe.mix_by, seed=recipe.seed,
-                     weights={s.name: s.weight for s in recipe.datasets},
-                     t2x_prob={s.name: s.t2x_prob for s in recipe.datasets},
+    cards = {spec.modality: str(Path(spec.card).resolve()) for spec in recipe.datasets if spec.card}
+    info = data_info("pretrain", tokenizer, layout, template, fingerprints, cards=cards, mix_by=recipe.mix_by,
+                     seed=recipe.seed, weights={s.name: s.weight for s in recipe.datasets},
+                     t2x_prob={s.name: s.t2x_prob for s in recipe.datasets}, text_coverage=coverage,
                      max_length=recipe.max_length, overlong=recipe.overlong, length_policy=counts)
     job = {"info": info, "recipe": dataclasses.asdict(recipe), "skip_bad": skip_bad,
            "shards": {spec.name: _files_signature(spec.shards) for spec in recipe.datasets}}

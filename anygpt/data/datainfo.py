@@ -42,9 +42,12 @@ def read_data_info(dataset_dir: str | os.PathLike) -> dict | None:
 def check_datasets(dataset_dirs: list[str], layout: VocabLayout) -> dict:
     """Refuse datasets built for another layout or with conflicting tokenizer fingerprints.
 
-    Returns the merged ``{"tokenizer_fingerprints": …, "template": …}`` of the datasets that have info."""
+    Returns the merged ``{"tokenizer_fingerprints": …, "template": …}`` of the datasets that have
+    info, plus ``"cards"`` (modality → tokenizer card path) where the data recorded the cards that
+    made its codes (the export carries them, so chat and eval can decode)."""
     want = layout.to_dict()
     fingerprints: dict[str, tuple[str, str]] = {}
+    cards: dict[str, str] = {}
     template = None
     for d in dataset_dirs:
         info = read_data_info(d)
@@ -59,7 +62,12 @@ def check_datasets(dataset_dirs: list[str], layout: VocabLayout) -> dict:
                 raise ValueError(f"{d}: {modality} tokenizer fingerprint {fp} differs from {fingerprints[modality][0]} in {fingerprints[modality][1]}")
             fingerprints[modality] = (fp, d)
         template = template or info.get("template")
-    return {"tokenizer_fingerprints": {m: v[0] for m, v in fingerprints.items()}, "template": template}
+        for modality, card in (info.get("cards") or {}).items():
+            cards.setdefault(modality, card)
+    out = {"tokenizer_fingerprints": {m: v[0] for m, v in fingerprints.items()}, "template": template}
+    if cards:
+        out["cards"] = cards
+    return out
 
 
 TRAIN_INFO_FILE = "anygpt_train.json"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from anygpt.data.build import ErrorLog, Sample, check_template, data_info, default_template, write_dataset
 from anygpt.data.conversations import MediaRef, check_conversation, split_media_refs
@@ -143,14 +143,47 @@ def _modalities(ids: Sequence[int], layout: VocabLayout) -> str:
     return "+".join(mods) or "text"
 
 
+def split_at_turns(turns: Sequence[dict], length: Callable[[Sequence[dict]], int], max_length: int | None,
+                   keep_long: bool = False) -> list[list[dict]]:
+    """``turns`` as consecutive parts of whole rounds (user … assistant) that each render to at most
+    ``max_length`` tokens (``length(turns)`` renders); ``[turns]`` when it fits or there is no limit.
+    A round alone too long: ValueError, or (``keep_long``) a part of its own for the caller to cut."""
+    turns = list(turns)
+    if max_length is None:
+        return [turns]
+    n = length(turns)
+    if n <= max_length:
+        return [turns]
+    rounds: list[list[dict]] = []
+    for t in turns:  # a round: user turn(s) up to and including the next assistant turn
+        if not rounds or rounds[-1][-1]["role"] == "assistant":
+            rounds.append([])
+        rounds[-1].append(t)
+    parts: list[list[dict]] = []
+    for i, rnd in enumerate(rounds):
+        if parts and length(parts[-1] + rnd) <= max_length:
+            parts[-1] = parts[-1] + rnd
+            continue
+        m = length(rnd)
+        if m > max_length and not keep_long:
+            raise ValueError(f"round {i + 1} alone is {m} tokens > max_length {max_length} (raise --max-length or shorten it)")
+        parts.append(list(rnd))
+    return parts
+
+
 def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
               tokenizers: dict[str, Any] | None = None, shards: dict[str, str | os.PathLike] | None = None,
               template_name: str | None = None, max_length: int | None = None, skip_bad: bool = False,
-              overwrite: bool = False, overlong: str = "drop") -> Path:
-    """Render every conversation of ``files`` (one sample each; loss on assistant turns).
-
-    A conversation longer than ``max_length``: ``overlong="drop"`` records it (an error without
-    ``skip_bad``), ``"truncate"`` cuts it to ``max_length`` (counted in ``anygpt_data.json``)."""
+              overwrite: bool = False, overlong: str = "drop", join_rounds: bool = True,
+              card_paths: dict[str, str] | None = None) -> Path:
+    """Render every conversation of ``files``: one multi-turn sample per line, loss on every
+    assistant turn. A line's inner lists are the rounds of one dialogue (``join_rounds``; False
+    keeps each inner list a sample of its own, the old behaviour). A dialogue longer than
+    ``max_length`` tokens is split between rounds (each part ends with an assistant turn); a
+    single round longer than that follows ``overlong``: ``"drop"`` records it (an error without
+    ``skip_bad``), ``"truncate"`` cuts it to ``max_length`` (counted in ``anygpt_data.json``).
+    ``card_paths`` (modality → the card of ``tokenizers``) are recorded in the data info, so
+    training exports them."""
     if overlong not in ("drop", "truncate"):
         raise ValueError(f"overlong must be drop or truncate for sft, not {overlong!r}")
     counts: dict[str, int] = {}
@@ -186,26 +219,31 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
     resolver.resolve(refs)
     first_pass = False
 
+    def render(turns: Sequence[dict], base: Path):
+        return template.render(conversation_messages(turns, base, resolver), tokenizer, layout, loss_on="assistant")
+
     def samples() -> Iterator[Sample]:  # pass 2: render, streamed
         for f, lineno, base, convs, cid in valid_lines():
-            for k, conv in enumerate(convs):
+            dialogues = [[t for conv in convs for t in conv]] if join_rounds else convs
+            for k, conv in enumerate(dialogues):
                 where = f"{f}:{lineno}"
                 try:
-                    r = template.render(conversation_messages(conv, base, resolver), tokenizer, layout,
-                                        loss_on="assistant")
+                    parts = split_at_turns(conv, lambda turns: len(render(turns, base)), max_length,
+                                           keep_long=overlong == "truncate")
+                    rendered = [render(part, base) for part in parts]
                 except (ValueError, KeyError, TypeError) as e:
                     errors.bad(where, str(e.args[0] if isinstance(e, KeyError) and e.args else e))
                     continue
-                ids, labels = r.input_ids, r.labels
-                if max_length is not None and len(r) > max_length:
-                    if overlong == "drop":
-                        errors.bad(where, f"{len(r)} tokens > max_length {max_length}")
-                        continue
-                    counts["truncated"] = counts.get("truncated", 0) + 1
-                    ids, labels = ids[:max_length], labels[:max_length]
-                yield Sample(ids, labels, _modalities(ids, layout), "chat", Path(f).stem,
-                             f"{cid}#{k}" if len(convs) > 1 else cid)
+                for j, r in enumerate(rendered):
+                    ids, labels = r.input_ids, r.labels
+                    if max_length is not None and len(ids) > max_length:  # one round alone, overlong: truncate
+                        counts["truncated"] = counts.get("truncated", 0) + 1
+                        ids, labels = ids[:max_length], labels[:max_length]
+                    name = f"{cid}#{k}" if len(dialogues) > 1 else cid
+                    yield Sample(ids, labels, _modalities(ids, layout), "chat", Path(f).stem,
+                                 f"{name}@{j}" if len(rendered) > 1 else name)
 
     info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files],
-                     max_length=max_length, overlong=overlong, length_policy=counts)
+                     max_length=max_length, overlong=overlong, length_policy=counts,
+                     cards={m: str(Path(c).resolve()) for m, c in (card_paths or {}).items()})
     return write_dataset(samples(), out_dir, info, errors, overwrite)

@@ -1,6 +1,6 @@
 """Held-out evaluation sets: read the corpus's per-modality, per-split JSONL manifests.
 
-A manifest line is ``{"id", "path", "text", "attributes"}`` (``text`` may also be a list of
+A manifest line is ``{"id", "path", "text", "attributes"}`` (docs/eval-manifests.md; ``text`` may also be a list of
 reference strings; ``attributes`` a flat dict such as ``{"shape": "circle", "colour": "red"}``).
 Relative paths resolve against the manifest's folder, then the data root.
 

@@ -239,11 +239,14 @@ class ChatSession:
                 continue
             tok = self.bundle.tokenizers.get(kind)
             if tok is None:
-                notes.append(f"no {kind} tokenizer in this model: {len(val)} codes not decoded")
-                continue
+                raise UndecodableReply(undecodable_message(self.bundle, kind, len(val)))
             path = self._output_path(kind, index[kind])
             index[kind] += 1
-            save_decoded(tok, val, path, voice_prompt if kind == "speech" else None)
+            try:
+                save_decoded(tok, val, path, voice_prompt if kind == "speech" else None)
+            except Exception as e:  # whatever a span holds, the session goes on: said, not a traceback
+                notes.append(f"{len(val)} {kind} codes could not be decoded: {type(e).__name__}: {e}")
+                continue
             media.append({"modality": kind, "path": str(path)})
         for n in notes:
             warnings.warn(n, stacklevel=3)
@@ -260,6 +263,18 @@ class ChatSession:
             path = self.out_dir / f"{stem}-{k}{suffix}"
             k += 1
         return path
+
+
+class UndecodableReply(ValueError):
+    """The model replied with media the bundle has no tokenizer for."""
+
+
+def undecodable_message(bundle: Any, modality: str, n_codes: int) -> str:
+    """One line naming the missing card and the fix."""
+    where = bundle.path or "the model directory"
+    return (f"{where}: the reply holds {n_codes} {modality} codes but the model has no {modality} tokenizer "
+            f"({where}/tokenizers/{modality}/card.yaml is missing); re-export with "
+            f"export.cards='{{\"{modality}\": \"CARD\"}}' or copy the card folder there")
 
 
 def save_decoded(tokenizer: Any, codes: Sequence[int], path: Path, voice_prompt: str | None = None) -> Path:

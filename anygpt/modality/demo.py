@@ -265,10 +265,16 @@ class DemoAudioTokenizer(DemoTokenizer):
                                                  power=2.0, rand_init=False),
             )
         inv_mel, gl = self._inverse
+        n = log_mel.shape[0] * self.hop
+        # Griffin-Lim's centred STFT reflect-pads n_fft / 2 samples on each side, so a span shorter
+        # than that (a 1-code speech reply: 4 fine frames, 480 samples < 512) cannot be inverted:
+        # hold the last frame until it is long enough, then cut the wave back to the span's length.
+        short = -(-(self.n_fft // 2 + 1) // self.hop) + 1 - log_mel.shape[0]
+        if short > 0:
+            log_mel = torch.cat([log_mel, log_mel[-1:].expand(short, -1)])
         power = (torch.exp(log_mel) - 1e-6).clamp_min(0).repeat_interleave(self.pool, 0).T  # (n_mels, T_fine)
         with torch.no_grad():
             wav = gl(inv_mel(power))
-        n = log_mel.shape[0] * self.hop
         wav = torch.nn.functional.pad(wav, (0, max(0, n - wav.numel())))[:n]
         return wav.numpy().astype(np.float32)
 

@@ -6,6 +6,8 @@ hundred dimensions fit in seconds on a CPU.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -29,6 +31,11 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, iters: int = 20, seed: int =
         raise ValueError(f"k-means needs a non-empty N×D array, got shape {tuple(x.shape)}")
     g = torch.Generator().manual_seed(seed)
     n = x.shape[0]
+    distinct = n if n > 50 * k else int(torch.unique(x, dim=0).shape[0])
+    if distinct < k:  # the codebook still has k entries, but only `distinct` of them can ever be used
+        warnings.warn(f"{k} codes asked for but the training data has only {distinct} distinct vectors (frames / patches): "
+                      f"at most {distinct} codes will be used; fit on more data or ask for --codebook-size {distinct} or fewer",
+                      stacklevel=2)
     # k-means++: each new center drawn with probability proportional to squared distance
     x2 = (x * x).sum(1)
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -79,6 +80,7 @@ class CheckpointConfig:
     every: int = 0  # steps between checkpoints (0 = only at the end)
     keep_last: int = 2
     resume: str = "auto"  # auto | none | path to a checkpoint tag dir
+    on_stop: bool = True  # SIGTERM / Ctrl-C: save a checkpoint at the step where every rank stops
 
 
 @dataclass
@@ -127,8 +129,14 @@ class TrainConfig:
             raise ValueError("data.train: give at least one dataset directory")
         if self.data.weights is not None and len(self.data.weights) != len(self.data.train):
             raise ValueError(f"data.weights has {len(self.data.weights)} entries for {len(self.data.train)} data.train dirs")
-        if sum(x is not None for x in (self.init_from, self.model.base, self.model.from_config)) != 1:
-            raise ValueError("give exactly one of init_from, model.base, model.from_config")
+        given = [k for k, v in (("init_from", self.init_from), ("model.base", self.model.base),
+                                ("model.from_config", self.model.from_config)) if v is not None]
+        if len(given) != 1:
+            fix = ""
+            if self.init_from is not None and self.model.from_config is not None:
+                fix = ("; starting from init_from, add model.from_config=null (or use the SFT recipe "
+                       "train/sft_tiny.yaml, which has none)")
+            raise ValueError(f"give exactly one of init_from, model.base, model.from_config (given: {', '.join(given) or 'none'}){fix}")
         if self.stage == "sft" and self.init_from is None and self.model.from_config is not None:
             raise ValueError("stage sft starts from a pretrained model: set init_from (or model.base)")
         return self
@@ -188,6 +196,21 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+RECIPES_DIR = Path(__file__).with_name("recipes")  # copies of train/tiny.yaml and train/sft_tiny.yaml
+
+
+def packaged_recipe(path: str | os.PathLike) -> Path:
+    """``path``, or the package's copy of a shipped CPU recipe when ``path`` does not exist and is
+    named like one (``train/tiny.yaml``, ``sft_tiny.yaml``, ``sft_tiny``): an installed package
+    trains without a source checkout."""
+    p = Path(path)
+    if p.exists():
+        return p
+    name = p.name if p.suffix else f"{p.name}.yaml"
+    packaged = RECIPES_DIR / name
+    return packaged if packaged.is_file() else p
+
+
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A ``TrainConfig`` from a YAML recipe (or defaults when None) plus ``key=value`` overrides
     (values parsed as YAML: ``steps=20``, ``data.train=[a,b]``, ``model.from_config.hidden_size=64``)."""
@@ -195,7 +218,7 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
     if path is not None:
         from anygpt.utils import read_yaml
 
-        raw = read_yaml(path, "recipe") or {}
+        raw = read_yaml(packaged_recipe(path), "recipe") or {}
     for ov in overrides:
         key, sep, val = ov.partition("=")
         if not sep or not key:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -35,15 +36,39 @@ from anygpt.train import checkpoint, contract
 from anygpt.train.config import TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
+from anygpt.train.stop import StopWatch, TrainingStopped
 from anygpt.utils import seed_everything
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "train"
 
 
+def export_cards(cfg: TrainConfig, info: dict) -> dict[str, str]:
+    """The tokenizer cards the export carries: ``export.cards`` when given, else the cards the
+    training data recorded (``build-data``), else those of the ``init_from`` export. A card that
+    is gone is left out with one line saying how to add it."""
+    if cfg.export.cards:
+        return dict(cfg.export.cards)
+    cards = dict(info.get("cards") or {})
+    if cfg.init_from:
+        for d in sorted((Path(cfg.init_from) / "tokenizers").glob("*/card.yaml")):
+            cards.setdefault(d.parent.name, str(d.parent))
+    out = {}
+    for modality, card in cards.items():
+        if Path(card).exists():
+            out[modality] = card
+        else:
+            print0(f"export: the {modality} tokenizer card {card} (recorded by build-data) is gone; "
+                   f"pass export.cards='{{\"{modality}\": \"CARD\"}}' to include it")
+    return out
+
+
 def print0(*args) -> None:
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(*args, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(" ".join(map(str, args)))  # above the progress bar, not through it
+        sys.stdout.flush()
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
@@ -239,6 +264,12 @@ def run(cfg: TrainConfig) -> Path | None:
     kill_at = int(os.environ.get("ANYGPT_TEST_KILL_AFTER_STEP", -1))  # test hook: SIGKILL rank 0 here
     tokens = torch.zeros(2, dtype=torch.float64)  # real tokens, data checksum since the last log
     t_log = time.time()
+    from tqdm import tqdm
+
+    # rank 0 only; in a log file (no terminal) it redraws at most every 30 s instead of every step
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stage}", unit="step", disable=rank != 0,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    stop = StopWatch().install()
     while step < cfg.steps:
         for _ in range(accum):
             batch = next(loader)
@@ -250,6 +281,7 @@ def run(cfg: TrainConfig) -> Path | None:
             acc.add(loss_tok, valid, batch)
             tokens += torch.tensor([float(batch["n_real"]), float(batch_hash(batch))], dtype=torch.float64)
         step += 1
+        bar.update(1)
 
         if step % cfg.log.every == 0 or step == cfg.steps:
             values = acc.read()
@@ -260,20 +292,40 @@ def run(cfg: TrainConfig) -> Path | None:
             values.update({"lr": scheduler.get_last_lr()[0], "tokens_per_s": tps, "mfu": 6 * n_params * tps / peak,
                            "data_hash": int(tokens[1]), "peak_mem_mb": peak_memory_mb()})
             log.write(step, values)
+            if "loss" in values:
+                bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
             tokens.zero_()
             t_log = time.time()
         if val_loaders and cfg.log.val_every and step % cfg.log.val_every == 0 and step != cfg.steps:
             log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
+        saved = False
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.steps:
-            checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
+            print0(f"saved checkpoint {checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)}")
+            saved = True
         if step == kill_at and rank == 0:
             os.kill(os.getpid(), signal.SIGKILL)
+        if step < cfg.steps and stop.should_stop():  # every rank agrees, after the same step
+            bar.close()
+            print0(f"stopping at step {step} of {cfg.steps} ({stop.reason})")
+            tag = ckpt_dir / checkpoint.tag_for(step) if saved else (
+                checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last) if cfg.checkpoint.on_stop else None)
+            loader.close()
+            log.close()
+            stop.restore()
+            print0(f"saved checkpoint {tag}; rerun the same command to resume" if tag else
+                   "no checkpoint saved (checkpoint.on_stop=false)")
+            from anygpt.train.distributed import shutdown
+
+            shutdown()
+            raise TrainingStopped(stop.exit_code)
+    bar.close()
+    stop.restore()
     loader.close()
 
     # ---- end: validation, final checkpoint, plot, export
     if val_loaders:
         log.write(step, validate(engine, val_loaders, cfg.log.val_batches, dtype, attention), "val")
-    checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)
+    print0(f"saved checkpoint {checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)}")
     log.close()
     if rank == 0:
         plot_losses(out_dir / "metrics.jsonl", out_dir / "loss.png")
@@ -282,6 +334,9 @@ def run(cfg: TrainConfig) -> Path | None:
     template = get_template(cfg.export.template or info.get("template") or "chat")
     record = {"stage": cfg.stage, "steps": step, "data": cfg.data.train, **info}
     export_dir = export_bundle(engine, cfg.deepspeed.zero_stage, out_dir / "export", tokenizer, layout, template,
-                               cfg.export.cards, cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
+                               export_cards(cfg, info), cfg.export.generation, {TRAIN_INFO_FILE: json.dumps(record, indent=1)})
     print0(f"exported {export_dir}")
+    print0("next: try it   anygpt chat --model " + str(export_dir) + "\n"
+           "      score it anygpt eval --model " + str(export_dir) + " --data CORPUS --out " + str(out_dir / "eval")
+           + ("\n      SFT it   anygpt train --config train/sft_tiny.yaml init_from=" + str(export_dir) if cfg.stage == "pretrain" else ""))
     return export_dir
