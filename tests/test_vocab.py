@@ -186,3 +186,22 @@ def test_split_ids_is_lenient():
     img = layout.span_ids("image", [1, 2])
     ids = [5, 6] + img + [7] + [layout.start_id("speech"), layout.code_range("speech").start + 3, layout.code_range("image").start]
     assert layout.split_ids(ids) == [("text", [5, 6]), ("image", [1, 2]), ("text", [7]), ("speech", [3])]
+
+
+def test_grow_model_accepts_a_model_that_already_holds_the_layout(base_tokenizer):
+    """A released AnyGPT-chat checkpoint has exactly vocab_size rows (49,420, unpadded); ours are
+    padded. Both are fine-tuned as they are; rows short of the layout mean another layout."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    n = len(base_tokenizer)
+    layout = VocabLayout.from_profile("anygpt-chat", n, {"image": 40, "speech": 20, "music": 10})
+    for rows in (layout.vocab_size, layout.padded_vocab_size, layout.padded_vocab_size + 64):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=rows, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False))
+        before = model.get_input_embeddings().weight.detach().clone()
+        layout.grow_model(model)
+        assert torch.equal(model.get_input_embeddings().weight, before) and model.config.vocab_size == rows
+    short = LlamaForCausalLM(LlamaConfig(vocab_size=layout.vocab_size - 1, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(ValueError, match=f"{layout.vocab_size - 1} embedding rows.*at least its {layout.vocab_size}"):
+        layout.grow_model(short)

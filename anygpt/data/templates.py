@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
+from anygpt.data.reference_text import ReferenceTextEncoder, encoder_for
 from anygpt.vocab import VocabLayout
 
 IGNORE_INDEX = -100
@@ -98,6 +99,8 @@ class Template:
     profile: str = ""  # the VocabLayout profile whose markers this template uses
     system: str | None = None  # default system message (used when none is given)
     add_bos: bool = True
+    # the reference tokenized whole prompt strings; such templates render its exact ids (see render)
+    reference_strings = False
 
     @property
     def id(self) -> str:
@@ -137,6 +140,9 @@ class Template:
         pieces += self.pieces(list(messages), layout, loss_on)
         if add_generation_prompt:
             pieces += self.generation_pieces(layout, force_modality)
+        encoder = encoder_for(tokenizer) if self.reference_strings else None
+        if encoder is not None:
+            return self._render_reference(pieces, encoder, layout, loss_on)
         ids: list[int] = []
         labels: list[int] = []
         for p in pieces:
@@ -150,6 +156,27 @@ class Template:
             train = loss_on == "all" or (loss_on == "assistant" and p.train)
             labels += new if train else [IGNORE_INDEX] * len(new)
         return Rendered(ids, labels)
+
+    def _render_reference(self, pieces: list[_Piece], encoder: ReferenceTextEncoder, layout: VocabLayout,
+                          loss_on: str) -> Rendered:
+        """The ids the reference's slow tokenizer gives for the string these pieces spell (markers
+        and media spans written as their token strings); each id keeps its piece's label."""
+        lead: list[int] = []
+        if self.add_bos and pieces and pieces[0].kind == "id" and pieces[0].value == encoder.added.get("<s>"):
+            lead, pieces = [int(pieces[0].value)], pieces[1:]
+        spelled: list[tuple[str | list[int], bool]] = []
+        for p in pieces:
+            if p.kind == "text":
+                spelled.append((str(p.value), p.train))
+            elif p.kind == "id":
+                spelled.append(([int(p.value)], p.train))
+            else:
+                spelled.append((layout.span_ids(p.value.modality, p.value.codes), p.train))
+        ids, flags = encoder.encode_pieces(spelled)
+        labels = list(lead) if loss_on == "all" else [IGNORE_INDEX] * len(lead)
+        for i, f in zip(ids, flags):
+            labels.append(i if loss_on == "all" or (loss_on == "assistant" and f) else IGNORE_INDEX)
+        return Rendered(lead + ids, labels)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "profile": self.profile, "system": self.system}
@@ -203,6 +230,7 @@ class AnyGPTPretrainTemplate(Template):
 
     name: str = "anygpt-pretrain"
     profile: str = "anygpt"
+    reference_strings = True
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -249,6 +277,7 @@ class AnyGPTChatTemplate(Template):
     name: str = "anygpt-chat"
     profile: str = "anygpt-chat"
     system: str | None = MMGPT_SYSTEM
+    reference_strings = True
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -280,10 +309,11 @@ class AnyGPTChatTemplate(Template):
 
 
 def _lead_space(content: Content) -> list:
-    """Reference formats put one space after ``role:``; it belongs to the content piece."""
+    """Reference formats write ``role + ": " + message``; the space belongs to the content piece
+    (the message is kept as it is: the reference's string had exactly these characters)."""
     items = [content] if isinstance(content, (str, MediaCodes)) else list(content)
     if items and isinstance(items[0], str):
-        return [" " + items[0].lstrip(" "), *items[1:]]
+        return [" " + items[0], *items[1:]]
     return [" ", *items]
 
 

@@ -154,7 +154,12 @@ class ChatSession:
                     out.append(t)
             elif val:
                 out.append(MediaCodes(kind, val))
-        return out or [""]
+        # the reference keeps the reply stripped at both ends in its history
+        if out and isinstance(out[0], str):
+            out[0] = out[0].lstrip()
+        if out and isinstance(out[-1], str):
+            out[-1] = out[-1].rstrip()
+        return [c for c in out if not (isinstance(c, str) and not c)] or [""]
 
     def _decode_text(self, ids: list[int]) -> str:
         text_ids = [i for i in ids if i < self.bundle.layout.base_vocab_size]
