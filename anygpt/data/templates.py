@@ -27,6 +27,9 @@ from anygpt.vocab import VocabLayout
 
 IGNORE_INDEX = -100
 
+# the reference chat's suffix when the user's turn carries speech (its task_prompts["Speech-Instruction"])
+SPEECH_INSTRUCTION = "Please recognize the voice command and give reply and voice"
+
 MMGPT_SYSTEM = (
     "You are an AI assistant named MMGPT who can understand and generate multimodal content, "
     "including text, speech, images and audio."
@@ -101,6 +104,8 @@ class Template:
     add_bos: bool = True
     # the reference tokenized whole prompt strings; such templates render its exact ids (see render)
     reference_strings = False
+    # whether an inference prompt for a media reply ends with the modality's start marker by default
+    force_start = True
 
     @property
     def id(self) -> str:
@@ -115,6 +120,10 @@ class Template:
 
     def stop_token_ids(self, layout: VocabLayout, tokenizer) -> list[int]:
         raise NotImplementedError
+
+    def compose_user(self, media: Sequence[MediaCodes], text: str) -> list[Union[str, MediaCodes]]:
+        """A user turn from attached media and typed text: the media, then the text."""
+        return [*media, text] if text else list(media)
 
     # -- shared
     def render(
@@ -231,6 +240,7 @@ class AnyGPTPretrainTemplate(Template):
     name: str = "anygpt-pretrain"
     profile: str = "anygpt"
     reference_strings = True
+    force_start = False
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -278,6 +288,7 @@ class AnyGPTChatTemplate(Template):
     profile: str = "anygpt-chat"
     system: str | None = MMGPT_SYSTEM
     reference_strings = True
+    force_start = False
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -306,6 +317,29 @@ class AnyGPTChatTemplate(Template):
 
     def stop_token_ids(self, layout, tokenizer):
         return [layout.token_id("<eos>")] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+    def compose_user(self, media, text):
+        """The reference chat's ``interleaved`` task (``Prompter.generate_insturction_prompt``):
+        images, then music, then speech, each followed by a space, then the text; with speech
+        attached, its voice-command request ``"{prompt} Please recognize the voice command and
+        give reply and voice"``; the whole stripped at both ends."""
+        order = {"image": 0, "music": 1, "speech": 2}
+        items: list[Union[str, MediaCodes]] = []
+        for m in sorted(media, key=lambda c: order.get(c.modality, 3)):  # stable within a modality
+            items += [m, " "]
+        items.append(text)
+        if any(m.modality == "speech" for m in media):
+            items.append(" " + SPEECH_INSTRUCTION)
+        items = [x for x in items if not (isinstance(x, str) and not x)]
+        while items and isinstance(items[0], str) and not items[0].strip():
+            items.pop(0)
+        while items and isinstance(items[-1], str) and not items[-1].strip():
+            items.pop()
+        if items and isinstance(items[0], str):
+            items[0] = items[0].lstrip()
+        if items and isinstance(items[-1], str):
+            items[-1] = items[-1].rstrip()
+        return items
 
 
 def _lead_space(content: Content) -> list:

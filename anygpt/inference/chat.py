@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_batch, render_prompt
-from anygpt.inference.settings import OUTPUTS, resolve_settings
+from anygpt.inference.settings import OUTPUTS, default_preset, resolve_settings
 
 MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
 
@@ -58,16 +58,21 @@ class ChatSession:
     def __init__(
         self,
         bundle: Any,
-        preset: str = "demo",
+        preset: str | None = None,
         out_dir: str | os.PathLike = "chat_out",
         overrides: dict[str, Any] | None = None,
         system: str | None = None,
         seed: int | None = None,
+        force_start: bool | None = None,
     ):
+        """``preset`` None: ``reference`` for a model on a reference template, else ``demo``.
+        ``force_start`` None: the template's default (see :func:`render_prompt`)."""
         self.bundle = bundle
-        self.preset = preset
+        self.preset = preset or default_preset(bundle.template)
         self.overrides = overrides or {}
-        resolve_settings(preset, None, bundle.generation, self.overrides)  # fail early on bad names
+        self.force_start = force_start
+        self.base_model = bundle.template.name == "anygpt-pretrain"
+        resolve_settings(self.preset, None, bundle.generation, self.overrides)  # fail early on bad names
         self.out_dir = Path(out_dir)
         self.system = system
         self.seed = seed
@@ -110,9 +115,9 @@ class ChatSession:
         for marker in self.bundle.layout.specials:
             if marker in text:
                 raise ValueError(f"the message contains the reserved marker {marker}; remove it")
-        content: list[str | MediaCodes] = [self.encode_attachment(a) for a in attachments]
-        if text:
-            content.append(text)
+        # the template composes media and text (the reference's chat: media first, joined with spaces,
+        # and its voice-command request when speech is attached)
+        content = self.bundle.template.compose_user([self.encode_attachment(a) for a in attachments], text)
         return self.send_content(content, output, on_text)
 
     def send_content(
@@ -132,8 +137,8 @@ class ChatSession:
         # a single-pair template (a base model's pretraining prompt) sees only the current turn
         history = [] if self.bundle.template.name == "anygpt-pretrain" else self.history
         msgs = ([Message("system", self.system)] if self.system else []) + history + [user]
-        prompt = render_prompt(self.bundle, msgs, output)
-        settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
+        prompt = render_prompt(self.bundle, msgs, output, self.force_start)
+        settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides, self.base_model)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
         seed = None if self.seed is None else self.seed + self.turn  # reproducible, but not the same draw every turn
         request = " ".join(c for c in content if isinstance(c, str)).strip()
