@@ -340,6 +340,12 @@ class VocabLayout:
         """Resize input/output embeddings to ``padded_vocab_size``; new rows (codes, markers and
         padding) get the mean of the old rows. Call before DeepSpeed wraps the model.
 
+        A model whose embeddings already hold the layout (at least ``vocab_size`` rows: a
+        released AnyGPT-chat checkpoint has exactly 49,420, one of ours is padded to a multiple
+        of 64) is left as it is: its rows past ``vocab_size`` belong to no range and are never
+        sampled. A model with more rows than the base vocabulary but fewer than the layout needs
+        was grown with another layout, and is refused.
+
         ``gather(params)``: a context in which partitioned parameters are whole (ZeRO-3 models;
         Hugging Face's resize gathers by itself)."""
         import contextlib
@@ -348,10 +354,11 @@ class VocabLayout:
 
         emb = model.get_input_embeddings()
         old = emb.num_embeddings  # the full row count even when the weight is partitioned
-        if old > self.base_vocab_size and old != self.padded_vocab_size:
-            raise ValueError(f"model has {old} embedding rows; the layout expects {self.base_vocab_size} or {self.padded_vocab_size}")
-        if old == self.padded_vocab_size:
+        if old >= self.vocab_size:
             return
+        if old != self.base_vocab_size:
+            raise ValueError(f"model has {old} embedding rows; the {self.profile} layout needs the base vocabulary "
+                             f"({self.base_vocab_size} rows, grown here) or at least its {self.vocab_size} entries")
         model.resize_token_embeddings(self.padded_vocab_size, mean_resizing=False)
         if mean_init:
             weights = {id(p): p for p in (model.get_input_embeddings().weight,

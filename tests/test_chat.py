@@ -212,16 +212,20 @@ def test_terminal_chat_commands(model_dir, media, tmp_path, capsys, monkeypatch)
 
 
 def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, media, tmp_path, capsys, infer_support):
-    """The reference's base-model prompt: ``[Human]: {instruction} This is input: {text}<eoh> [MMGPT]: <soim>``."""
+    """The reference's base-model prompt: ``[Human]: {instruction} This is input: {text}<eoh> [MMGPT]:``;
+    like the reference it does not force ``<soim>`` after ``[MMGPT]:`` unless asked to."""
     from anygpt.inference.generation import build_prompt_ids
     from anygpt.model.bundle import load_bundle
 
     d = infer_support.make_bundle(tmp_path / "base", base_tokenizer_dir, profile="anygpt", template="anygpt-pretrain")
     b = load_bundle(d)
     ids = build_prompt_ids(b, "Draw this. This is input: a red circle", output_modality="image")
-    assert ids[-1] == b.layout.start_id("image") and b.layout.token_id("[MMGPT]") in ids[-5:]
+    assert b.layout.start_id("image") not in ids and b.layout.token_id("[MMGPT]") in ids[-3:]
+    forced = build_prompt_ids(b, "Draw this. This is input: a red circle", output_modality="image", force_start=True)
+    assert forced[-1] == b.layout.start_id("image") and b.layout.token_id("[MMGPT]") in forced[-5:]
     assert ids[1] == b.layout.token_id("[Human]") and b.layout.token_id("<eoh>") in ids
-    code, out, _ = run_in_process(capsys, "chat", "--model", d, "--out", tmp_path / "o", "--single", "text|image|a red circle")
+    code, out, _ = run_in_process(capsys, "chat", "--model", d, "--out", tmp_path / "o", "--force-start",
+                                  "--single", "text|image|a red circle")
     assert code == 0 and "[image] saved" in out
     code, out, _ = run_in_process(capsys, "chat", "--model", d, "--out", tmp_path / "o", "--set", "max_new_tokens=6",
                                   "--single", f"music|text|{media['audio']}")

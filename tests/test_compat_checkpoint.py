@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from anygpt.cli.convert import convert
-from anygpt.data.templates import Message
+from anygpt.data.reference_text import encoder_for
+from anygpt.data.templates import MMGPT_SYSTEM, Message
 from anygpt.model.bundle import load_bundle
 from anygpt.vocab import VocabLayout
 
@@ -81,8 +82,11 @@ def test_released_chat_checkpoint_loads_with_reference_layout_and_chat_format(ch
     assert ids == b.layout.span_ids("image", [12, 7])  # the tokenizer agrees with the layout's arithmetic
     assert b.tokenizer.convert_tokens_to_ids("<-Ins->") == b.layout.token_id("<-Ins->") == BASE_VOCAB + 17419
     prompt = b.template.render([Message("user", "hello")], b.tokenizer, b.layout, loss_on="none", add_generation_prompt=True)
-    colon = b.tokenizer(":", add_special_tokens=False).input_ids
-    assert prompt.input_ids[-1 - len(colon):] == [b.layout.token_id("[MMGPT]"), *colon]  # generation continues as MMGPT
+    # the reference's whole-string ids (legacy=False, as this config says): `[MMGPT]` then `:` without `▁`
+    ref = encoder_for(b.tokenizer)
+    assert ref is not None and not ref.legacy
+    assert prompt.input_ids == ref.encode(MMGPT_SYSTEM + "\n[Human]: hello<eoh>\n[MMGPT]:")
+    assert prompt.input_ids[-2:] == [b.layout.token_id("[MMGPT]"), *ref._sp.encode(":")]  # continues as MMGPT
     assert prompt.input_ids.count(b.layout.token_id("[Human]")) == 1
     assert b.layout.token_id("<eoh>") in prompt.input_ids
 

@@ -245,3 +245,22 @@ def test_vocab_sizes_are_checked_against_the_cards(cli, sp_model_file, tmp_path)
     assert {m.name: m.size for m in layout.modalities}.items() >= {"image": 512, "speech": 1024}.items()
     proc = cli("vocab", "--base", sp_model_file, "--profile", "default", "--sizes", "image=7")
     assert "not checked against any tokenizer card" in proc.stdout
+
+
+def test_grow_model_accepts_a_model_that_already_holds_the_layout(base_tokenizer):
+    """A released AnyGPT-chat checkpoint has exactly vocab_size rows (49,420, unpadded); ours are
+    padded. Both are fine-tuned as they are; rows short of the layout mean another layout."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    n = len(base_tokenizer)
+    layout = VocabLayout.from_profile("anygpt-chat", n, {"image": 40, "speech": 20, "music": 10})
+    for rows in (layout.vocab_size, layout.padded_vocab_size, layout.padded_vocab_size + 64):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=rows, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False))
+        before = model.get_input_embeddings().weight.detach().clone()
+        layout.grow_model(model)
+        assert torch.equal(model.get_input_embeddings().weight, before) and model.config.vocab_size == rows
+    short = LlamaForCausalLM(LlamaConfig(vocab_size=layout.vocab_size - 1, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(ValueError, match=f"{layout.vocab_size - 1} embedding rows.*at least its {layout.vocab_size}"):
+        layout.grow_model(short)

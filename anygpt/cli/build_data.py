@@ -44,7 +44,8 @@ def parse_mapping(text: str | None, flag: str) -> dict[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", required=True, choices=["pretrain", "sft"])
-    p.add_argument("--tokenizer", required=True, help="grown tokenizer directory (from `anygpt vocab --out`)")
+    p.add_argument("--tokenizer", required=True,
+                   help="grown tokenizer directory (`anygpt vocab --out`), a bundle, or a released AnyGPT directory")
     p.add_argument("--out", required=True, help="output dataset directory")
     src = p.add_argument_group("inputs")
     src.add_argument("--recipe", help="pretrain: recipe YAML (datasets of code shards, weights, t2x_prob, template)")
@@ -53,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cards", help="sft: tokenizer cards for media by path, e.g. image=CARD,speech=CARD,music=CARD")
     p.add_argument("--shards", help="sft: code shards to look media up by path/id first, e.g. image=DIR")
     p.add_argument("--template", help="template name (default: the layout profile's: chat / anygpt-pretrain / anygpt-chat)")
+    p.add_argument("--instructions", metavar="PATH",
+                   help="pretrain: instruction pools to draw from: the reference's other2text/text2other_instructions.py "
+                        "(a file, or a folder such as an OpenMOSS/AnyGPT checkout) or a JSON export (default: ours)")
     p.add_argument("--t2x-prob", type=float, default=0.5, help="--anygpt-jsonl: probability of text→X per line (default 0.5)")
     p.add_argument("--both-directions", action="store_true", help="--anygpt-jsonl: one sample per direction per line")
     p.add_argument("--loss-on", default="assistant", choices=["assistant", "all"],
@@ -83,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 recipe.template = args.template
             if args.loss_on != "assistant":
                 recipe.loss_on = args.loss_on
+            if args.instructions:
+                recipe.instructions = args.instructions
             if args.num_proc < 1:
                 raise CLIError("--num-proc must be at least 1")
             out = build_pretrain_from_recipe(recipe, tok, layout, args.out, args.skip_bad, args.overwrite,
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError("--t2x-prob must be in [0, 1]")
             out = build_pretrain_from_reference(args.anygpt_jsonl, tok, layout, args.out, args.template,
                                                 args.t2x_prob, args.both_directions, args.seed, args.loss_on,
-                                                args.skip_bad, args.overwrite)
+                                                args.skip_bad, args.overwrite, args.instructions)
     else:
         if not args.conversations:
             raise CLIError("--stage sft needs --conversations FILE [FILE …]")

@@ -28,7 +28,13 @@ HELP = "chat with a model: terminal, --script JSONL, or --single 'in|out|data'"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="exported model directory (a bundle)")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="generation preset (default demo)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="generation preset (default: reference for a released AnyGPT model or one made from it, else demo)")
+    p.add_argument("--force-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="end the prompt of a media reply with its start marker (<soim>…); default: ours do, "
+                        "the reference templates do not (as the reference)")
+    p.add_argument("--instructions", metavar="PATH",
+                   help="--single: instruction pools (the reference's instruction modules or a JSON export; default ours)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VAL",
                    help="override a generation setting for every output (temperature, top_p, top_k, "
                         "repetition_penalty, max_new_tokens, do_sample, num_beams)")
@@ -63,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
         from anygpt.inference.script import read_script
 
         turns = read_script(args.script)  # a bad line fails before the model loads
+    pools = None
+    if args.instructions:
+        from anygpt.data.instructions import load_instruction_pools
+
+        pools = load_instruction_pools(args.instructions)  # a bad file fails before the model loads
     bundle = load_bundle(args.model, device=args.device)
     session = ChatSession(bundle, preset=args.preset, out_dir=args.out, overrides=parse_overrides(args.set),
-                          system=args.system, seed=args.seed)
+                          system=args.system, seed=args.seed, force_start=args.force_start)
+    print(f"anygpt chat: template {bundle.template.id}, preset {session.preset}", file=sys.stderr)
     if args.script:
         from anygpt.inference.script import run_script
 
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.single:
         from anygpt.inference.script import run_single
 
-        reply = run_single(session, args.single, seed=args.seed or 0)
+        reply = run_single(session, args.single, seed=args.seed or 0, pools=pools)
         print_reply(reply)
         return 0
     return interactive(session)

@@ -19,7 +19,7 @@ import argparse
 import os
 import tempfile
 
-from anygpt.inference.settings import PRESETS
+from anygpt.inference.settings import PRESETS, default_preset
 
 HELP = "web chat demo (Gradio) on 127.0.0.1 with upload limits"
 
@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="exported model directory (a bundle)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="generation preset (default demo)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="generation preset (default: reference for a released AnyGPT model or one made from it, else demo)")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload accepted, in MB (default 10)")
     p.add_argument("--max-audio-seconds", type=float, default=30.0, help="longest audio accepted (default 30)")
     p.add_argument("--max-concurrent", type=int, default=2, help="generations at once (default 2)")
@@ -60,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
     limits = ServeLimits(args.max_upload_mb, args.max_audio_seconds, max_concurrent=args.max_concurrent,
                          max_request_seconds=args.max_request_seconds, max_store_mb=args.max_store_mb,
                          max_age_seconds=args.max_age_seconds)
-    web = WebChat(bundle, args.preset, out_root, limits, args.seed, upload_dir=uploads)
+    preset = args.preset or default_preset(bundle.template)
+    web = WebChat(bundle, preset, out_root, limits, args.seed, upload_dir=uploads)
     web.start_janitor(every=min(30.0, args.max_age_seconds / 2))
     app = build_app(web)
-    print(f"anygpt serve: http://{args.host}:{args.port}  (outputs under {out_root})", flush=True)
+    print(f"anygpt serve: http://{args.host}:{args.port}  (preset {preset}; outputs under {out_root})", flush=True)
     app.queue(default_concurrency_limit=args.max_concurrent).launch(
         server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False,
         max_file_size=f"{int(args.max_upload_mb * 1024)}kb", allowed_paths=[out_root], quiet=True,

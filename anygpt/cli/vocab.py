@@ -8,13 +8,15 @@ Examples:
 With --cards the code counts come from the cards (a --sizes entry that disagrees is an error);
 text the base tokenizer cannot represent becomes its unknown piece (see anygpt.vocab.sentencepiece_tokenizer).
   anygpt vocab --base grown/            # print the layout of an already grown tokenizer
+  anygpt vocab --base models/anygpt/chat --out grown/   # a released AnyGPT directory: detected layout
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from anygpt.vocab import PROFILES, VocabLayout, load_base_tokenizer
+from anygpt.vocab import LAYOUT_FILE, PROFILES, VocabLayout, load_base_tokenizer
 
 HELP = "grow a base tokenizer with a layout profile (e.g. anygpt) and print the id ranges"
 
@@ -69,28 +71,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anygpt.data.reference_text import carry_reference_text_files
+
     tok = load_base_tokenizer(args.base)
     if args.profile is None:
-        layout = VocabLayout.detect(tok)
-        if layout is None:
-            from pathlib import Path
-
-            if Path(args.base).is_dir() and (Path(args.base) / "anygpt_layout.json").exists():
-                layout = VocabLayout.load(args.base)
-            else:
-                raise ValueError(f"{args.base}: no layout found; pass --profile to grow this tokenizer")
-        print(layout.describe())
-        return 0
-    sizes = parse_sizes(args.sizes)
-    if args.cards:
-        sizes = sizes_from_cards([c for c in args.cards.split(",") if c.strip()], sizes)
-    elif sizes:
-        print("note: --sizes not checked against any tokenizer card; pass --cards to check them")
-    layout = VocabLayout.from_profile(args.profile, len(tok), sizes, args.pad_to)
-    layout.grow_tokenizer(tok)
+        # an already grown tokenizer: ours (anygpt_layout.json) or a released AnyGPT directory,
+        # recognised from its tokens; with --out it is written as a grown tokenizer directory
+        base = Path(args.base)
+        if base.is_dir() and (base / LAYOUT_FILE).exists():
+            layout = VocabLayout.load(base)
+        else:
+            layout = VocabLayout.detect(tok)
+            if layout is None:
+                raise ValueError(f"{args.base}: no {LAYOUT_FILE} and not a released AnyGPT tokenizer; "
+                                 "pass --profile to grow it")
+        if len(tok) != layout.vocab_size:
+            raise ValueError(f"{args.base}: tokenizer has {len(tok)} entries, the {layout.profile} layout {layout.vocab_size}")
+    else:
+        sizes = parse_sizes(args.sizes)
+        if args.cards:
+            sizes = sizes_from_cards([c for c in args.cards.split(",") if c.strip()], sizes)
+        elif sizes:
+            print("note: --sizes not checked against any tokenizer card; pass --cards to check them")
+        layout = VocabLayout.from_profile(args.profile, len(tok), sizes, args.pad_to)
+        layout.grow_tokenizer(tok)
     print(layout.describe())
     if args.out:
         tok.save_pretrained(args.out)
+        carry_reference_text_files(args.base, args.out)
         layout.save(args.out)
         print(f"wrote {args.out} ({len(tok)} tokens; model embeddings pad to {layout.padded_vocab_size})")
     return 0

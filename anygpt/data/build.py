@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from anygpt.data.datainfo import DATA_INFO_FILE
-from anygpt.data.instructions import draw_instruction
+from anygpt.data.instructions import Pools, draw_instruction, load_instruction_pools
 from anygpt.data.templates import BatchRenderer, MediaCodes, Message, Template, get_template
 from anygpt.utils import atomic_write_text, read_jsonl, read_yaml
-from anygpt.vocab import VocabLayout, load_base_tokenizer
+from anygpt.vocab import LAYOUT_FILE, VocabLayout, load_base_tokenizer
 
 ERRORS_FILE = "errors.jsonl"
 DIRECTIONS = ("x2t", "t2x")
@@ -77,9 +77,18 @@ class Sample:
 
 # ---------------------------------------------------------------- tokenizer + layout
 def load_grown_tokenizer(directory: str | os.PathLike):
-    """The grown text tokenizer and its layout from an ``anygpt vocab --out`` directory."""
-    layout = VocabLayout.load(directory)
+    """The grown text tokenizer and its layout from an ``anygpt vocab --out`` directory, a bundle,
+    or a released AnyGPT directory (no layout file: the layout is recognised from its tokens)."""
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory}: not a tokenizer directory")
     tok = load_base_tokenizer(directory)
+    if (Path(directory) / LAYOUT_FILE).exists():
+        layout = VocabLayout.load(directory)
+    else:
+        layout = VocabLayout.detect(tok)
+        if layout is None:
+            raise ValueError(f"{directory}: no {LAYOUT_FILE} and not a released AnyGPT tokenizer; grow it with "
+                             "`anygpt vocab --profile …`")
     if len(tok) != layout.vocab_size:
         raise ValueError(f"{directory}: tokenizer has {len(tok)} entries, its layout says {layout.vocab_size}; "
                          "regrow it with `anygpt vocab`")
@@ -102,9 +111,10 @@ def check_template(template: Template, layout: VocabLayout) -> None:
 
 
 # ---------------------------------------------------------------- alignment samples
-def alignment_messages(pair: Pair, direction: str, rng: random.Random) -> list[Message]:
-    """The user/assistant pair for one direction, with a randomly drawn instruction."""
-    return _alignment_messages(pair, direction, draw_instruction(pair.modality, direction, rng))
+def alignment_messages(pair: Pair, direction: str, rng: random.Random, pools: Pools | None = None) -> list[Message]:
+    """The user/assistant pair for one direction, with an instruction drawn from ``pools``
+    (default: ours; :func:`~anygpt.data.instructions.load_instruction_pools` reads the reference's)."""
+    return _alignment_messages(pair, direction, draw_instruction(pair.modality, direction, rng, pools))
 
 
 def _alignment_messages(pair: Pair, direction: str, instruction: str) -> list[Message]:
@@ -117,9 +127,10 @@ def _alignment_messages(pair: Pair, direction: str, instruction: str) -> list[Me
 
 
 def render_alignment(pair: Pair, direction: str, template: Template, tokenizer, layout: VocabLayout,
-                     rng: random.Random, source: str = "", loss_on: str = "assistant") -> Sample:
+                     rng: random.Random, source: str = "", loss_on: str = "assistant",
+                     pools: Pools | None = None) -> Sample:
     """One alignment sample rendered to ids (labels: the response span and its end marker)."""
-    r = template.render(alignment_messages(pair, direction, rng), tokenizer, layout, loss_on=loss_on)
+    r = template.render(alignment_messages(pair, direction, rng, pools), tokenizer, layout, loss_on=loss_on)
     return Sample(r.input_ids, r.labels, pair.modality, direction, source, pair.id)
 
 
@@ -130,6 +141,16 @@ def render_alignments(pairs: Sequence[Pair], directions: Sequence[str], instruct
     convs = [_alignment_messages(p, d, ins) for p, d, ins in zip(pairs, directions, instructions)]
     return [Sample(r.input_ids, r.labels, p.modality, d, source, p.id)
             for p, d, r in zip(pairs, directions, renderer.render(convs, loss_on))]
+
+
+def instruction_source(path: str | os.PathLike | None) -> dict | None:
+    """What ``anygpt_data.json`` records about the instruction pools: their path and sha256 of the
+    phrasings (None: ours)."""
+    if not path:
+        return None
+    pools = load_instruction_pools(path)
+    digest = hashlib.sha256(json.dumps(sorted(pools.items()), ensure_ascii=False).encode()).hexdigest()
+    return {"path": str(path), "sha256": digest, "pools": {f"{m}/{d}": len(v) for (m, d), v in sorted(pools.items())}}
 
 
 def draw_direction(rng: random.Random, t2x_prob: float) -> str:
@@ -392,6 +413,7 @@ class PretrainRecipe:
     # a sample longer than max_length: "drop" (recorded in errors.jsonl), "error" (stop, naming it)
     # or "truncate" (cut to max_length, counted in anygpt_data.json); see docs/data.md
     overlong: str = "drop"
+    instructions: str | None = None  # instruction pools (the reference's modules or a JSON export); default ours
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainRecipe":
@@ -417,6 +439,8 @@ class PretrainRecipe:
             if not 0.0 <= spec.t2x_prob <= 1.0:
                 raise ValueError(f"{p}: datasets[{i}] t2x_prob must be in [0, 1]")
             specs.append(spec)
+        if d.get("instructions") and not Path(d["instructions"]).is_absolute():
+            d["instructions"] = str(p.parent / d["instructions"])
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"{p}: dataset names must be unique, got {names}")
@@ -689,6 +713,7 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
     sizes); an interrupted build resumes when rerun."""
     template = get_template(recipe.template or default_template(layout, "pretrain"))
     check_template(template, layout)
+    pools = load_instruction_pools(recipe.instructions) if recipe.instructions else None
     errors = ErrorLog(skip_bad or recipe.max_length is not None)
     renderer = BatchRenderer(template, tokenizer, layout)
     sources, fingerprints = [], {}
@@ -705,7 +730,7 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
             raise ValueError(f"{spec.shards}: {spec.modality} shards made by tokenizer {fp}, another dataset's by "
                              f"{fingerprints[spec.modality]}; one model needs one tokenizer per modality")
         fingerprints[spec.modality] = fp
-        sources.append(_pair_source(spec.name, spec.weight, pairs, spec.t2x_prob, renderer, recipe.loss_on))
+        sources.append(_pair_source(spec.name, spec.weight, pairs, spec.t2x_prob, renderer, recipe.loss_on, pools))
     check_overlong_policy(recipe.overlong)
     coverage = {}
     for spec, src in zip(recipe.datasets, sources):
@@ -722,6 +747,7 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
     info = data_info("pretrain", tokenizer, layout, template, fingerprints, cards=cards, mix_by=recipe.mix_by,
                      seed=recipe.seed, weights={s.name: s.weight for s in recipe.datasets},
                      t2x_prob={s.name: s.t2x_prob for s in recipe.datasets}, text_coverage=coverage,
+                     instructions=instruction_source(recipe.instructions),
                      max_length=recipe.max_length, overlong=recipe.overlong, length_policy=counts)
     job = {"info": info, "recipe": dataclasses.asdict(recipe), "skip_bad": skip_bad,
            "shards": {spec.name: _files_signature(spec.shards) for spec in recipe.datasets}}
@@ -740,14 +766,14 @@ def _job_key(job: dict) -> str:
 
 
 def _pair_source(name: str, weight: float, pairs: ShardPairs, t2x_prob: float, renderer: BatchRenderer,
-                 loss_on: str) -> MixSource:
+                 loss_on: str, pools: Pools | None = None) -> MixSource:
     """A mix source of shard pairs: the plan draws direction then instruction (the draws of
     :func:`render_alignment`), rendering reads the batch's rows at once."""
     modality = pairs.modality
 
     def plan(i: int, rng: random.Random) -> tuple[int, str, str]:
         direction = draw_direction(rng, t2x_prob)
-        return i, direction, draw_instruction(modality, direction, rng)
+        return i, direction, draw_instruction(modality, direction, rng, pools)
 
     def render(plans: Sequence[tuple[int, str, str]]) -> list[Sample]:
         idx, dirs, ins = zip(*plans)
@@ -759,19 +785,22 @@ def _pair_source(name: str, weight: float, pairs: ShardPairs, t2x_prob: float, r
 def build_pretrain_from_reference(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout,
                                   out_dir: str | os.PathLike, template_name: str | None = None,
                                   t2x_prob: float = 0.5, both_directions: bool = False, seed: int = 0,
-                                  loss_on: str = "assistant", skip_bad: bool = False, overwrite: bool = False) -> Path:
+                                  loss_on: str = "assistant", skip_bad: bool = False, overwrite: bool = False,
+                                  instructions: str | os.PathLike | None = None) -> Path:
     """Ingest the reference's pretokenized JSONL (codes as token strings). The template defaults to
-    ``anygpt-pretrain`` on the reference's layouts and ``chat`` on ours (same token strings)."""
+    ``anygpt-pretrain`` on the reference's layouts and ``chat`` on ours (same token strings);
+    ``instructions`` names instruction pools to draw from (default: ours)."""
     template = get_template(template_name or default_template(layout, "pretrain"))
     check_template(template, layout)
+    pools = load_instruction_pools(instructions) if instructions else None
     errors = ErrorLog(skip_bad)
     rng = random.Random(seed)
 
     def samples() -> Iterator[Sample]:
         for p in reference_jsonl_pairs(files, layout, errors):
             for d in DIRECTIONS if both_directions else (draw_direction(rng, t2x_prob),):
-                yield render_alignment(p, d, template, tokenizer, layout, rng, p.source, loss_on)
+                yield render_alignment(p, d, template, tokenizer, layout, rng, p.source, loss_on, pools)
 
     info = data_info("pretrain", tokenizer, layout, template, {}, inputs=[str(f) for f in files], seed=seed,
-                     t2x_prob=t2x_prob, both_directions=both_directions)
+                     t2x_prob=t2x_prob, both_directions=both_directions, instructions=instruction_source(instructions))
     return write_dataset(samples(), out_dir, info, errors, overwrite)

@@ -2,11 +2,28 @@
 
 Our own pools (the reference shipped ~100–240 per task and direction); keys are
 ``(modality, direction)`` with direction ``"x2t"`` (media → text) or ``"t2x"`` (text → media).
+
+The released AnyGPT-base was pretrained with the reference's own pools, so prompts for it read
+best with those. :func:`load_instruction_pools` reads them from the reference repository's
+instruction modules (``anygpt/src/m_utils/other2text_instructions.py`` and
+``text2other_instructions.py``: a dict literal per file, parsed, never imported or run), from a
+checkout folder holding them, or from a JSON export (``{"x2t": {"image": [...]}, "t2x": {...}}``,
+which ``python -m anygpt.data.instructions SRC OUT.json`` writes). ``anygpt build-data
+--instructions PATH`` and ``anygpt chat/eval --instructions PATH`` use them.
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import os
 import random
+import sys
+from pathlib import Path
+
+# the reference's module and variable names, and the direction each holds
+REFERENCE_MODULES = {"other2text_instructions": "x2t", "text2other_instructions": "t2x"}
+Pools = dict[tuple[str, str], list[str]]
 
 POOLS: dict[tuple[str, str], list[str]] = {
     ("image", "x2t"): [
@@ -174,9 +191,99 @@ POOLS: dict[tuple[str, str], list[str]] = {
 }
 
 
-def draw_instruction(modality: str, direction: str, rng: random.Random) -> str:
-    """A random phrasing for ``(modality, direction)``; unknown pairs fail listing the known ones."""
+def draw_instruction(modality: str, direction: str, rng: random.Random, pools: Pools | None = None) -> str:
+    """A random phrasing for ``(modality, direction)`` from ``pools`` (default: ours); unknown
+    pairs fail listing the known ones."""
+    pools = POOLS if pools is None else pools
     key = (modality, direction)
-    if key not in POOLS:
-        raise KeyError(f"no instruction pool for {key}; known: {sorted(POOLS)}")
-    return rng.choice(POOLS[key])
+    if key not in pools:
+        raise KeyError(f"no instruction pool for {key}; known: {sorted(pools)}")
+    return rng.choice(pools[key])
+
+
+def _check_pool(src: Path, direction: str, table: object) -> Pools:
+    if not isinstance(table, dict):
+        raise ValueError(f"{src}: the {direction} instructions must be a mapping modality → list of strings")
+    out: Pools = {}
+    for modality, phrasings in table.items():
+        if not isinstance(phrasings, list) or not phrasings or not all(isinstance(x, str) and x.strip() for x in phrasings):
+            raise ValueError(f"{src}: {direction} instructions for {modality!r} must be a non-empty list of strings")
+        out[(str(modality), direction)] = [x.strip() for x in phrasings]
+    return out
+
+
+def _read_reference_module(path: Path) -> Pools:
+    """The dict literal a reference instruction module assigns (parsed with ``ast``, not run)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable Python module ({e})") from None
+    out: Pools = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in REFERENCE_MODULES:
+                try:
+                    table = ast.literal_eval(node.value)
+                except ValueError:
+                    raise ValueError(f"{path}: {name} is not a plain literal") from None
+                out.update(_check_pool(path, REFERENCE_MODULES[name], table))
+    if not out:
+        raise ValueError(f"{path}: assigns neither {' nor '.join(REFERENCE_MODULES)}")
+    return out
+
+
+def load_instruction_pools(path: str | os.PathLike) -> Pools:
+    """Instruction pools from the reference's modules (a ``.py`` file, or a folder holding them,
+    e.g. a checkout of OpenMOSS/AnyGPT) or from a JSON export. Bad input raises one line naming
+    the file and the reason."""
+    p = Path(path)
+    if p.is_dir():
+        found = [f for name in REFERENCE_MODULES for f in (p / f"{name}.py", p / "anygpt" / "src" / "m_utils" / f"{name}.py")
+                 if f.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{p}: no {' or '.join(n + '.py' for n in REFERENCE_MODULES)} (looked here and "
+                                    "in anygpt/src/m_utils/)")
+        pools: Pools = {}
+        for f in found:
+            pools.update(_read_reference_module(f))
+        return pools
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such instruction file or folder")
+    if p.suffix == ".py":
+        return _read_reference_module(p)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected an object with keys x2t / t2x")
+    pools = {}
+    for key, table in data.items():
+        direction = REFERENCE_MODULES.get(key, key)
+        if direction not in ("x2t", "t2x"):
+            raise ValueError(f"{p}: unknown key {key!r}; expected x2t, t2x, {', '.join(REFERENCE_MODULES)}")
+        pools.update(_check_pool(p, direction, table))
+    return pools
+
+
+def save_instruction_pools(pools: Pools, out: str | os.PathLike) -> Path:
+    """Write pools as the JSON export ``load_instruction_pools`` reads."""
+    from anygpt.utils import atomic_write_text
+
+    data: dict[str, dict[str, list[str]]] = {"x2t": {}, "t2x": {}}
+    for (modality, direction), phrasings in sorted(pools.items()):
+        data[direction][modality] = phrasings
+    atomic_write_text(Path(out), json.dumps(data, ensure_ascii=False, indent=1))
+    return Path(out)
+
+
+if __name__ == "__main__":  # python -m anygpt.data.instructions SRC OUT.json
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m anygpt.data.instructions SRC(.py | folder | .json) OUT.json")
+    try:
+        written = save_instruction_pools(load_instruction_pools(sys.argv[1]), sys.argv[2])
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    n = json.loads(written.read_text(encoding="utf-8"))
+    print(f"wrote {written}: " + ", ".join(f"{d} {m} {len(v)}" for d, t in n.items() for m, v in t.items()))

@@ -22,9 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
+from anygpt.data.reference_text import ReferenceTextEncoder, encoder_for
 from anygpt.vocab import VocabLayout
 
 IGNORE_INDEX = -100
+
+# the reference chat's suffix when the user's turn carries speech (its task_prompts["Speech-Instruction"])
+SPEECH_INSTRUCTION = "Please recognize the voice command and give reply and voice"
 
 MMGPT_SYSTEM = (
     "You are an AI assistant named MMGPT who can understand and generate multimodal content, "
@@ -98,6 +102,10 @@ class Template:
     profile: str = ""  # the VocabLayout profile whose markers this template uses
     system: str | None = None  # default system message (used when none is given)
     add_bos: bool = True
+    # the reference tokenized whole prompt strings; such templates render its exact ids (see render)
+    reference_strings = False
+    # whether an inference prompt for a media reply ends with the modality's start marker by default
+    force_start = True
 
     @property
     def id(self) -> str:
@@ -118,6 +126,10 @@ class Template:
         """Ids appended after the last piece (none by default); they carry loss unless ``loss_on`` is none."""
         return []
 
+    def compose_user(self, media: Sequence[MediaCodes], text: str) -> list[Union[str, MediaCodes]]:
+        """A user turn from attached media and typed text: the media, then the text."""
+        return [*media, text] if text else list(media)
+
     # -- shared
     def render(
         self,
@@ -135,8 +147,42 @@ class Template:
         ``add_generation_prompt`` appends the assistant header (and ``force_modality``'s start
         marker) so that generation continues as the assistant. Many conversations at once:
         :class:`BatchRenderer` (the same ids, one tokenizer call per batch)."""
-        return BatchRenderer(self, tokenizer, layout).render([messages], loss_on, add_generation_prompt,
-                                                             force_modality)[0]
+        if loss_on not in ("assistant", "all", "none"):
+            raise ValueError(f"loss_on must be assistant, all or none, not {loss_on!r}")
+        encoder = encoder_for(tokenizer) if self.reference_strings else None
+        if encoder is None:
+            return BatchRenderer(self, tokenizer, layout).render([messages], loss_on, add_generation_prompt,
+                                                                 force_modality)[0]
+        pieces: list[_Piece] = []
+        if self.add_bos and tokenizer.bos_token_id is not None:
+            pieces.append(_Piece("id", tokenizer.bos_token_id))
+        pieces += self.pieces(list(messages), layout, loss_on)
+        if add_generation_prompt:
+            pieces += self.generation_pieces(layout, force_modality)
+        r = self._render_reference(pieces, encoder, layout, loss_on)
+        tail = self.suffix_ids(messages, tokenizer, loss_on, add_generation_prompt)
+        return Rendered(r.input_ids + tail, r.labels + (tail if loss_on != "none" else [IGNORE_INDEX] * len(tail)))
+
+    def _render_reference(self, pieces: list[_Piece], encoder: ReferenceTextEncoder, layout: VocabLayout,
+                          loss_on: str) -> Rendered:
+        """The ids the reference's slow tokenizer gives for the string these pieces spell (markers
+        and media spans written as their token strings); each id keeps its piece's label."""
+        lead: list[int] = []
+        if self.add_bos and pieces and pieces[0].kind == "id" and pieces[0].value == encoder.added.get("<s>"):
+            lead, pieces = [int(pieces[0].value)], pieces[1:]
+        spelled: list[tuple[str | list[int], bool]] = []
+        for p in pieces:
+            if p.kind == "text":
+                spelled.append((str(p.value), p.train))
+            elif p.kind == "id":
+                spelled.append(([int(p.value)], p.train))
+            else:
+                spelled.append((layout.span_ids(p.value.modality, p.value.codes), p.train))
+        ids, flags = encoder.encode_pieces(spelled)
+        labels = list(lead) if loss_on == "all" else [IGNORE_INDEX] * len(lead)
+        for i, f in zip(ids, flags):
+            labels.append(i if loss_on == "all" or (loss_on == "assistant" and f) else IGNORE_INDEX)
+        return Rendered(lead + ids, labels)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "profile": self.profile, "system": self.system}
@@ -190,6 +236,8 @@ class AnyGPTPretrainTemplate(Template):
 
     name: str = "anygpt-pretrain"
     profile: str = "anygpt"
+    reference_strings = True
+    force_start = False
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -234,6 +282,8 @@ class AnyGPTChatTemplate(Template):
     name: str = "anygpt-chat"
     profile: str = "anygpt-chat"
     system: str | None = MMGPT_SYSTEM
+    reference_strings = True
+    force_start = False
 
     def pieces(self, messages, layout, loss_on):
         _check_roles(messages, self.name)
@@ -262,6 +312,29 @@ class AnyGPTChatTemplate(Template):
 
     def stop_token_ids(self, layout, tokenizer):
         return [layout.token_id("<eos>")] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+    def compose_user(self, media, text):
+        """The reference chat's ``interleaved`` task (``Prompter.generate_insturction_prompt``):
+        images, then music, then speech, each followed by a space, then the text; with speech
+        attached, its voice-command request ``"{prompt} Please recognize the voice command and
+        give reply and voice"``; the whole stripped at both ends."""
+        order = {"image": 0, "music": 1, "speech": 2}
+        items: list[Union[str, MediaCodes]] = []
+        for m in sorted(media, key=lambda c: order.get(c.modality, 3)):  # stable within a modality
+            items += [m, " "]
+        items.append(text)
+        if any(m.modality == "speech" for m in media):
+            items.append(" " + SPEECH_INSTRUCTION)
+        items = [x for x in items if not (isinstance(x, str) and not x)]
+        while items and isinstance(items[0], str) and not items[0].strip():
+            items.pop(0)
+        while items and isinstance(items[-1], str) and not items[-1].strip():
+            items.pop()
+        if items and isinstance(items[0], str):
+            items[0] = items[0].lstrip()
+        if items and isinstance(items[-1], str):
+            items[-1] = items[-1].rstrip()
+        return items
 
 
 class _CachedLayout:
@@ -311,10 +384,14 @@ class BatchRenderer:
         self.special_ids = _SpecialIds(tokenizer.bos_token_id, tokenizer.eos_token_id)  # HF looks these up per access
         self.cache: dict[str, list[int]] = {}
         self.cache_size = cache_size
+        self.reference = template.reference_strings and encoder_for(tokenizer) is not None
 
     def render(self, conversations: Sequence[Sequence[Message]], loss_on: str = "assistant",
                add_generation_prompt: bool = False, force_modality: str | None = None) -> list[Rendered]:
         """Ids and labels for each conversation (see :meth:`Template.render` for the arguments)."""
+        if self.reference:  # the reference's whole-string ids: one conversation at a time
+            return [self.template.render(m, self.tokenizer, self.layout.layout, loss_on, add_generation_prompt,
+                                         force_modality) for m in conversations]
         if loss_on not in ("assistant", "all", "none"):
             raise ValueError(f"loss_on must be assistant, all or none, not {loss_on!r}")
         t, tok, layout = self.template, self.special_ids, self.layout
@@ -375,10 +452,11 @@ class BatchRenderer:
 
 
 def _lead_space(content: Content) -> list:
-    """Reference formats put one space after ``role:``; it belongs to the content piece."""
+    """Reference formats write ``role + ": " + message``; the space belongs to the content piece
+    (the message is kept as it is: the reference's string had exactly these characters)."""
     items = [content] if isinstance(content, (str, MediaCodes)) else list(content)
     if items and isinstance(items[0], str):
-        return [" " + items[0].lstrip(" "), *items[1:]]
+        return [" " + items[0], *items[1:]]
     return [" ", *items]
 
 

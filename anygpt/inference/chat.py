@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_batch, render_prompt
-from anygpt.inference.settings import OUTPUTS, InputWindow, input_window, resolve_settings, resolve_window
+from anygpt.inference.settings import OUTPUTS, InputWindow, default_preset, input_window, resolve_settings, resolve_window
 
 MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
 # No tokenizer packs more characters than this into a token on ordinary text: a message longer
@@ -66,16 +66,21 @@ class ChatSession:
     def __init__(
         self,
         bundle: Any,
-        preset: str = "demo",
+        preset: str | None = None,
         out_dir: str | os.PathLike = "chat_out",
         overrides: dict[str, Any] | None = None,
         system: str | None = None,
         seed: int | None = None,
+        force_start: bool | None = None,
     ):
+        """``preset`` None: ``reference`` for a model on a reference template, else ``demo``.
+        ``force_start`` None: the template's default (see :func:`render_prompt`)."""
         self.bundle = bundle
-        self.preset = preset
+        self.preset = preset or default_preset(bundle.template)
         self.overrides = overrides or {}
-        resolve_settings(preset, None, bundle.generation, self.overrides)  # fail early on bad names
+        self.force_start = force_start
+        self.base_model = bundle.template.name == "anygpt-pretrain"
+        resolve_settings(self.preset, None, bundle.generation, self.overrides)  # fail early on bad names
         self.out_dir = Path(out_dir)
         self.system = system
         self.seed = seed
@@ -148,9 +153,9 @@ class ChatSession:
         for marker in self.bundle.layout.specials:
             if marker in text:
                 raise ValueError(f"the message contains the reserved marker {marker}; remove it")
-        content: list[str | MediaCodes] = [self.encode_attachment(a) for a in attachments]
-        if text:
-            content.append(text)
+        # the template composes media and text (the reference's chat: media first, joined with spaces,
+        # and its voice-command request when speech is attached)
+        content = self.bundle.template.compose_user([self.encode_attachment(a) for a in attachments], text)
         return self.send_content(content, output, on_text)
 
     def send_content(
@@ -169,7 +174,7 @@ class ChatSession:
         user = Message("user", list(content))
         # a single-pair template (a base model's pretraining prompt) sees only the current turn
         history = [] if self.bundle.template.name == "anygpt-pretrain" else self.history
-        settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides)
+        settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides, self.base_model)
         prompt, dropped = self._render_within_context(history, user, output, settings.max_new_tokens)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
         seed = None if self.seed is None else self.seed + self.turn  # reproducible, but not the same draw every turn
@@ -200,7 +205,7 @@ class ChatSession:
         system = [Message("system", self.system)] if self.system else []
         dropped = 0
         while True:
-            prompt = render_prompt(self.bundle, system + history[dropped:] + [user], output)
+            prompt = render_prompt(self.bundle, system + history[dropped:] + [user], output, self.force_start)
             if context is None or len(prompt) + room <= context:
                 return prompt, dropped
             if dropped >= len(history):
@@ -217,7 +222,12 @@ class ChatSession:
                     out.append(t)
             elif val:
                 out.append(MediaCodes(kind, val))
-        return out or [""]
+        # the reference keeps the reply stripped at both ends in its history
+        if out and isinstance(out[0], str):
+            out[0] = out[0].lstrip()
+        if out and isinstance(out[-1], str):
+            out[-1] = out[-1].rstrip()
+        return [c for c in out if not (isinstance(c, str) and not c)] or [""]
 
     def _decode_text(self, ids: list[int]) -> str:
         text_ids = [i for i in ids if i < self.bundle.layout.base_vocab_size]

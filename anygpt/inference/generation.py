@@ -43,22 +43,31 @@ def build_prompt_ids(
     history: Sequence[Message] = (),
     output_modality: str | None = None,
     system: str | None = None,
+    force_start: bool | None = None,
 ) -> list[int]:
     """Prompt ids for one user turn after ``history``: attachments (modality, codes) first, then
-    ``text``; ends with the assistant header and, for a media ``output_modality``, its start marker."""
+    ``text``; ends with the assistant header and, for a media ``output_modality`` when
+    ``force_start`` (default: the template's), its start marker."""
     content: list[str | MediaCodes] = []
     for a in attachments:
         content.append(a if isinstance(a, MediaCodes) else MediaCodes(a[0], a[1]))
     if text:
         content.append(text)
     msgs = ([Message("system", system)] if system else []) + list(history) + [Message("user", content or "")]
-    return render_prompt(bundle, msgs, output_modality)
+    return render_prompt(bundle, msgs, output_modality, force_start)
 
 
-def render_prompt(bundle: Any, messages: Sequence[Message], output_modality: str | None) -> list[int]:
-    """The bundle's template rendered for inference (no labels), with the generation prompt."""
+def render_prompt(bundle: Any, messages: Sequence[Message], output_modality: str | None,
+                  force_start: bool | None = None) -> list[int]:
+    """The bundle's template rendered for inference (no labels), with the generation prompt.
+
+    ``force_start``: end the prompt with a media output's start marker (``<soim>``…); None uses
+    the template's default (ours forces it; the reference templates do not, as the reference
+    never did, and leave the modality to the model)."""
     check_output_modality(bundle, output_modality)
-    force = output_modality if output_modality in MEDIA else None
+    if force_start is None:
+        force_start = bundle.template.force_start
+    force = output_modality if output_modality in MEDIA and force_start else None
     r = bundle.template.render(messages, bundle.tokenizer, bundle.layout, loss_on="none",
                                add_generation_prompt=True, force_modality=force)
     return r.input_ids
@@ -90,6 +99,10 @@ def _generation_config(bundle: Any, settings: GenerationSettings, output_modalit
                               repetition_penalty=settings.repetition_penalty, eos_token_id=stop, pad_token_id=pad_id,
                               bos_token_id=bundle.tokenizer.bos_token_id,
                               max_time=settings.max_seconds if settings.max_seconds > 0 else None)
+    if settings.min_new_tokens and output_modality not in MEDIA:
+        # a media reply's length is its span's (the constraint closes it; a minimum that bans the end
+        # marker would leave no allowed token)
+        kw["min_new_tokens"] = min(settings.min_new_tokens, max_new)
     if settings.do_sample:
         kw.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     else:

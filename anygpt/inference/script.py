@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anygpt.data.instructions import draw_instruction
+from anygpt.data.instructions import Pools, draw_instruction
 from anygpt.data.templates import MediaCodes
 from anygpt.inference.chat import Attachment, ChatSession, Reply
 from anygpt.inference.generation import MEDIA
@@ -101,14 +101,15 @@ def run_script(session: ChatSession, script: str | os.PathLike | list[ScriptTurn
     return records
 
 
-def run_single(session: ChatSession, spec: str, seed: int = 0) -> Reply:
+def run_single(session: ChatSession, spec: str, seed: int = 0, pools: Pools | None = None) -> Reply:
     """The reference base model's single-shot form ``in|out|data[|voice_prompt]``.
 
     ``in``/``out`` are modalities (``text``, ``image``, ``speech``, ``music``); ``data`` is the
     text, or a media file path when ``in`` is a media modality. As in the reference, media→text
     prompts are ``{instruction} {media}`` and text→media prompts are
     ``{instruction} This is input: {text}``, the instruction drawn from the phrasing pools;
-    ``voice_prompt`` (text→speech only) is an audio file handed to the speech decoder."""
+    ``voice_prompt`` (text→speech only) is an audio file handed to the speech decoder; ``pools``
+    replaces our instruction pools (e.g. the reference's, from ``load_instruction_pools``)."""
     parts = spec.split("|")
     if len(parts) not in (3, 4):
         raise ValueError(f"--single expects 'in|out|data[|voice_prompt]', got {len(parts)} field(s)")
@@ -126,10 +127,10 @@ def run_single(session: ChatSession, spec: str, seed: int = 0) -> Reply:
     if src == "text" and dst == "text":
         content = [data]
     elif src == "text":
-        content = [f"{draw_instruction(dst, 't2x', rng)} This is input: {data.strip()}"]
+        content = [f"{draw_instruction(dst, 't2x', rng, pools)} This is input: {data.strip()}"]
     elif dst == "text":
         codes = session.encode_attachment(Attachment(src, data.strip()))
-        content = [f"{draw_instruction(src, 'x2t', rng)} ", codes]
+        content = [f"{draw_instruction(src, 'x2t', rng, pools)} ", codes]
     else:
         raise ValueError(f"--single: {src}→{dst} is not a base-model task; one side must be text")
     return session.send_content(content, dst, voice_prompt=voice)

@@ -75,7 +75,7 @@ def check_upload(path: str | None, kind: str, limits: ServeLimits) -> None:
 class WebChat:
     """Server-side state: one ChatSession per browser session, generation one request at a time."""
 
-    def __init__(self, bundle: Any, preset: str, out_root: str | Path, limits: ServeLimits, seed: int | None = None,
+    def __init__(self, bundle: Any, preset: str | None, out_root: str | Path, limits: ServeLimits, seed: int | None = None,
                  upload_dir: str | Path | None = None):
         self.bundle, self.preset, self.limits, self.seed = bundle, preset, limits, seed
         self.out_root = Path(out_root)

@@ -383,9 +383,10 @@ def save_soundstorm(model: SoundStorm, path: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------- speech glue
-def prompt_codes_from_audio(speech_tokenizer_model, wav: np.ndarray, sample_rate: int, max_seconds: float = 3.0) -> np.ndarray:
+def prompt_codes_from_audio(speech_tokenizer_model, wav: np.ndarray, sample_rate: int,
+                            max_seconds: float | None = None) -> np.ndarray:
     """A voice prompt's waveform → its ``[n_q, Tp]`` SpeechTokenizer codes (mono, resampled to the
-    model's rate, trimmed to ``max_seconds``)."""
+    model's rate; trimmed to ``max_seconds`` when given, else whole, as the reference uses it)."""
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32))
     if x.ndim == 2:  # [channels, samples] or [samples, channels]
         x = x.mean(dim=0 if x.shape[0] < x.shape[1] else 1)
@@ -394,7 +395,8 @@ def prompt_codes_from_audio(speech_tokenizer_model, wav: np.ndarray, sample_rate
         from anygpt.media import resample  # bounded cost: a voice prompt is outside input too
 
         x = torch.from_numpy(resample(x.numpy(), int(sample_rate), target, "voice prompt"))
-    x = x[: int(max_seconds * target)]
+    if max_seconds is not None:
+        x = x[: int(max_seconds * target)]
     if x.numel() < getattr(speech_tokenizer_model, "downsample_rate", 320):
         raise ValueError(f"voice prompt too short ({x.numel()} samples at {target} Hz)")
     dev = next(speech_tokenizer_model.parameters()).device
@@ -438,17 +440,21 @@ class VoiceDecoder:
 
     soundstorm: SoundStorm
     steps: int = 3
-    prompt_seconds: float = 3.0
+    prompt_seconds: float | None = None  # None: the voice prompt is used whole (the reference)
 
     @classmethod
     def from_card(cls, card, device: str = "cpu") -> "VoiceDecoder | None":
         """From a speech card's ``soundstorm`` (path), ``soundstorm_config`` (sizes, optional),
-        ``soundstorm_steps`` and ``voice_prompt_seconds``; None when the card names no SoundStorm."""
+        ``soundstorm_steps`` and ``voice_prompt_seconds`` (unset or null: the prompt is used whole);
+        None when the card names no SoundStorm."""
         path = card.path("soundstorm")
         if path is None:
             return None
+        trim = card.settings.get("voice_prompt_seconds")
+        if trim is not None and (isinstance(trim, bool) or not isinstance(trim, (int, float)) or trim <= 0):
+            raise ValueError(f"{card.root}: voice_prompt_seconds must be a positive number of seconds or null, not {trim!r}")
         model = load_soundstorm(path, card.settings.get("soundstorm_config"), device)
-        return cls(model, int(card.settings.get("soundstorm_steps", 3)), float(card.settings.get("voice_prompt_seconds", 3.0)))
+        return cls(model, int(card.settings.get("soundstorm_steps", 3)), None if trim is None else float(trim))
 
     def all_layers(self, speech_tokenizer_model, semantic_codes, voice_prompt: str | os.PathLike | None = None) -> np.ndarray:
         """Layer-0 codes ``[T]`` (+ a voice prompt audio file) → ``[n_q, T]`` codes to decode."""
@@ -459,15 +465,16 @@ class VoiceDecoder:
         return semantic_to_acoustic(self.soundstorm, speech_tokenizer_model, semantic_codes, prompt, self.steps)
 
 
-def read_voice_prompt(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
-    """The first ``max_seconds`` of an audio file as mono float32 (soundfile: wav/flac/ogg/mp3)."""
+def read_voice_prompt(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """An audio file (its first ``max_seconds`` when given) as mono float32 (soundfile: wav/flac/ogg/mp3)."""
     import soundfile as sf
 
     from anygpt.modality.base import MediaError
 
     try:
         info = sf.info(str(path))
-        wav, sr = sf.read(str(path), frames=int(max_seconds * info.samplerate), dtype="float32", always_2d=True)
+        frames = -1 if max_seconds is None else int(max_seconds * info.samplerate)
+        wav, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise MediaError(f"{path}: no such voice prompt file") from None
     except (RuntimeError, sf.LibsndfileError) as e:

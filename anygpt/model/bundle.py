@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anygpt.data.reference_text import carry_reference_text_files
 from anygpt.data.templates import Template, get_template, template_from_dict
 from anygpt.modality.base import CARD_FILE, ModalityTokenizer, load_card, load_tokenizer
 from anygpt.utils import atomic_write_text, refuse_remote_code
@@ -62,6 +63,9 @@ def save_bundle_extras(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
+    # the reference templates need the sentencepiece model and its legacy flag to render the
+    # reference's ids; current transformers saves neither
+    carry_reference_text_files(tokenizer.name_or_path, out)
     layout.save(out)
     atomic_write_text(out / TEMPLATE_FILE, json.dumps(template.to_dict(), indent=1))
     if generation is not None:
