@@ -229,7 +229,8 @@ def write_report(
         if key not in flat and key not in TARGETS:
             continue
         val = flat.get(key)
-        shown = _fmt(val) if val is not None else "not run"
+        why = ((results.get(task) or {}).get("metrics") or {}).get("not_scored", {}).get(key.split(".", 1)[-1])
+        shown = _fmt(val) if val is not None else (f"not scored: {why}" if why else "not run")
         if f"{key}_ci95_low" in flat:
             shown += f" ({flat[f'{key}_ci95_low']:.2f}–{flat[f'{key}_ci95_high']:.2f})"
         tgt = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
