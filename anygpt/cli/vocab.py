@@ -14,9 +14,8 @@ text the base tokenizer cannot represent becomes its unknown piece (see anygpt.v
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from anygpt.vocab import LAYOUT_FILE, PROFILES, VocabLayout, load_base_tokenizer
+from anygpt.vocab import PROFILES, VocabLayout, load_base_tokenizer
 
 HELP = "grow a base tokenizer with a layout profile (e.g. anygpt) and print the id ranges"
 
@@ -73,21 +72,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from anygpt.data.reference_text import carry_reference_text_files
 
-    tok = load_base_tokenizer(args.base)
     if args.profile is None:
         # an already grown tokenizer: ours (anygpt_layout.json) or a released AnyGPT directory,
         # recognised from its tokens; with --out it is written as a grown tokenizer directory
-        base = Path(args.base)
-        if base.is_dir() and (base / LAYOUT_FILE).exists():
-            layout = VocabLayout.load(base)
-        else:
-            layout = VocabLayout.detect(tok)
-            if layout is None:
-                raise ValueError(f"{args.base}: no {LAYOUT_FILE} and not a released AnyGPT tokenizer; "
-                                 "pass --profile to grow it")
-        if len(tok) != layout.vocab_size:
-            raise ValueError(f"{args.base}: tokenizer has {len(tok)} entries, the {layout.profile} layout {layout.vocab_size}")
+        from anygpt.data.build import load_grown_tokenizer
+
+        tok, layout = load_grown_tokenizer(args.base)
     else:
+        tok = load_base_tokenizer(args.base)
         sizes = parse_sizes(args.sizes)
         if args.cards:
             sizes = sizes_from_cards([c for c in args.cards.split(",") if c.strip()], sizes)
