@@ -150,8 +150,11 @@ def test_browser_image_upload_gets_a_generated_image(model_dir, media, tmp_path,
         assert chat_imgs >= 2  # the uploaded image in the user turn and the generated one in the reply
         assert "Draw this again" in chat_text
         assert src and "turn001_image_0.png" in src
-        [made] = list(out_root.rglob("turn001_image_0.png"))
-        assert made.parent.parent == out_root
+        # the reply's file is in its session's folder under --out (Gradio serves a copy from its cache,
+        # which `anygpt serve` keeps under --out/uploads)
+        [made] = list((out_root / "sessions").rglob("turn001_image_0.png"))
+        assert made.parent.parent == out_root / "sessions"
+        assert list((out_root / "uploads").rglob("turn001_image_0.png")), "Gradio's served copy belongs under --out"
         assert shot.stat().st_size > 10_000
     finally:
         proc.terminate()
