@@ -193,3 +193,15 @@ def speech_tok_dir(tmp_path_factory) -> Path:
     rng = np.random.default_rng(2)
     DemoSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
     return d
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch on one thread for a module: a 32-wide model is ~100x slower with 2 threads on a busy
+    2-core machine. Request it from a module-level autouse fixture."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,13 +20,8 @@ SHORT = ["--decoding", "speech.max_new_tokens=12", "--decoding", "music.max_new_
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(torch_one_thread):
+    """Every test of this module runs its tiny models on one thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

@@ -136,14 +136,8 @@ def _write_corpus(root: Path) -> None:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A 32-wide model is ~100x slower with 2 threads on a busy 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(torch_one_thread):
+    """Every test of this module runs its tiny models on one thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
