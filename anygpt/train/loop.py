@@ -227,14 +227,15 @@ def run(cfg: TrainConfig) -> Path | None:
     info = check_datasets(cfg.data.train + cfg.data.val, layout)
     if cfg.init_from:
         check_against_model(cfg.init_from, info)
-    contract.preflight(cfg, model, [(p, load_dataset_dir(p)) for p in cfg.data.train])
+    sets = {p: load_dataset_dir(p) for p in cfg.data.train + cfg.data.val}  # opened once, checked, then loaded
+    contract.preflight(cfg, model, [(p, sets[p]) for p in cfg.data.train])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for p in cfg.data.train + cfg.data.val:  # a sample past seq_len would be cut silently by the packer
-        check_sample_lengths(p, load_dataset_dir(p), cfg.data.seq_len)
+    for p, ds in sets.items():  # a sample past seq_len would be cut silently by the packer
+        check_sample_lengths(p, ds, cfg.data.seq_len)
     loader = MixtureLoader(
-        [load_dataset_dir(p) for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
+        [sets[p] for p in cfg.data.train], cfg.data.weights, cfg.deepspeed.micro_batch_size,
         cfg.data.seq_len, cfg.data.pack, pad_id, cfg.seed, rank, world, True, cfg.data.samples_per_epoch, cfg.data.prefetch)
-    val_loaders = {Path(p).name: MixtureLoader([load_dataset_dir(p)], None, 1, cfg.data.seq_len,
+    val_loaders = {Path(p).name: MixtureLoader([sets[p]], None, 1, cfg.data.seq_len,
                                                cfg.data.pack, pad_id, cfg.seed, rank, world, False, None, 0)
                    for p in cfg.data.val}
 
