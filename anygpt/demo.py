@@ -160,7 +160,7 @@ class Demo:
             self.log(f"  {m}: {tok.codebook_size} codes, fingerprint {tok.fingerprint}")
 
     def do_shards(self) -> None:
-        from anygpt.modality.tokenize_job import tokenize_manifest
+        from anygpt.jobs.tokenize_media import tokenize_manifest
 
         for m in MODALITIES:
             res = tokenize_manifest(self.card(m), self.path("shards", m), manifest=self.manifest(m, "train"),

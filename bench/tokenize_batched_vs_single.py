@@ -32,7 +32,7 @@ def main() -> None:
 
     from anygpt.modality import testing
     from anygpt.modality.base import load_tokenizer
-    from anygpt.modality.tokenize_job import tokenize_manifest
+    from anygpt.jobs.tokenize_media import tokenize_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

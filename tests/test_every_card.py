@@ -169,7 +169,7 @@ def test_constrained_generation_through_the_shipped_card(name, tmp_path, monkeyp
     from anygpt.inference.generation import build_prompt_ids, generate_batch, make_processor
     from anygpt.inference.settings import GenerationSettings
     from anygpt.modality.base import load_card, load_tokenizer
-    from anygpt.modality.detokenize_job import _Writer, decode_one
+    from anygpt.jobs.detokenize_media import _Writer, decode_one
 
     card = install_card(name, tmp_path, monkeypatch)
     modality, real = load_card(card).modality, REAL_LAYOUT[name]

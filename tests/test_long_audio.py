@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from anygpt.modality.base import MediaError
-from anygpt.modality.tokenize_job import Windowing, window_id
+from anygpt.jobs.tokenize_media import Windowing, window_id
 
 
 def test_windowing_spans_cover_the_recording():

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from modality_fixtures import write_images, write_manifest  # noqa: E402
 
 from anygpt.modality.base import backend_names, load_card, load_tokenizer  # noqa: E402
-from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
+from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 
 CARDS = sorted((Path(__file__).resolve().parents[1] / "tokenizers").glob("*.yaml"))
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from modality_fixtures import shape_image, vowel, write_images, write_manifest  # noqa: E402
 
 from anygpt.modality.demo import DemoImageTokenizer  # noqa: E402
-from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
+from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 
 
 def all_ids(out: Path) -> tuple[list[str], list[str]]:
@@ -171,7 +171,7 @@ def test_detokenize_shards_and_malformed_text(tmp_path, image_tok_dir, speech_to
 
 
 def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
-    from anygpt.modality.tokenize_job import ManifestItem, size_batches, tokenize_shard
+    from anygpt.jobs.tokenize_media import ManifestItem, size_batches, tokenize_shard
 
     paths = write_images(tmp_path / "img", 7)
     items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]

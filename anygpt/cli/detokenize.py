@@ -48,7 +48,7 @@ def load_tokenizers(spec: str, device: str | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anygpt.modality.detokenize_job import detokenize_shards, detokenize_text
+    from anygpt.jobs.detokenize_media import detokenize_shards, detokenize_text
 
     tokenizers = load_tokenizers(args.tokenizer, args.device)
 

@@ -57,7 +57,7 @@ def unmerged_message(res, out: str, rank: int, world: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anygpt.modality.tokenize_job import tokenize_manifest
+    from anygpt.jobs.tokenize_media import tokenize_manifest
 
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:

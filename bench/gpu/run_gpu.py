@@ -97,7 +97,7 @@ def tokenize_bench(tmp: Path, items: int, seconds: float) -> list[dict]:
 
     from anygpt.modality import testing
     from anygpt.modality.base import load_tokenizer
-    from anygpt.modality.tokenize_job import tokenize_manifest
+    from anygpt.jobs.tokenize_media import tokenize_manifest
 
     out = []
     codecs = {

@@ -25,7 +25,7 @@ from modality_fixtures import shape_image, vowel  # noqa: E402
 
 from anygpt.media import load_audio, load_image  # noqa: E402
 from anygpt.modality.base import MediaError  # noqa: E402
-from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
+from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 
 pytestmark = pytest.mark.faults
 

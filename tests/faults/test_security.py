@@ -187,7 +187,7 @@ hostile_ids = st.one_of(st.text(max_size=80), st.sampled_from([
 def test_detokenize_names_stay_in_the_output_folder(ids):
     import tempfile
 
-    from anygpt.modality.detokenize_job import _Writer
+    from anygpt.jobs.detokenize_media import _Writer
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
@@ -204,7 +204,7 @@ def test_tokenize_ids_never_become_paths(tmp_path, image_tok_dir):
     """Hostile ids land in the Parquet rows verbatim; the only files written are the job's own."""
     from modality_fixtures import write_images, write_manifest
 
-    from anygpt.modality.tokenize_job import tokenize_manifest
+    from anygpt.jobs.tokenize_media import tokenize_manifest
 
     paths = write_images(tmp_path / "img", 4)
     ids = ["../../escape", "/abs/x", "..", "a/../../b\x00"]

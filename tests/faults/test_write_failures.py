@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modality_fixtures import write_images, write_manifest  # noqa: E402
 
-from anygpt.modality.tokenize_job import tokenize_manifest  # noqa: E402
+from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 
 pytestmark = pytest.mark.faults
 
