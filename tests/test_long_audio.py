@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from anygpt.modality.base import MediaError
-from anygpt.jobs.tokenize_media import Windowing, window_id
+from anygpt.jobs.windowing import Windowing, window_id
 
 
 def test_windowing_spans_cover_the_recording():

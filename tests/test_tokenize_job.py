@@ -171,7 +171,8 @@ def test_detokenize_shards_and_malformed_text(tmp_path, image_tok_dir, speech_to
 
 
 def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
-    from anygpt.jobs.tokenize_media import ManifestItem, size_batches, tokenize_shard
+    from anygpt.jobs.manifest import ManifestItem
+    from anygpt.jobs.tokenize_media import size_batches, tokenize_shard
 
     paths = write_images(tmp_path / "img", 7)
     items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]

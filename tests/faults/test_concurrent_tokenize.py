@@ -107,7 +107,7 @@ def test_merge_catches_a_shard_from_another_manifest(tmp_path, image_tok_dir, ch
 
 
 def test_job_file_is_created_exclusively(tmp_path):
-    from anygpt.jobs.tokenize_media import _create_exclusive
+    from anygpt.jobs.job_files import _create_exclusive
 
     assert _create_exclusive(tmp_path / "job.json", '{"a": 1}') is True
     assert _create_exclusive(tmp_path / "job.json", '{"b": 2}') is False

@@ -88,7 +88,7 @@ def write_lines(path: Path, lines: list[str], raw_tail: bytes) -> Path:
 @FUZZ
 @given(st.lists(jsonl_lines, max_size=6), st.binary(max_size=8))
 def test_manifest_reader(tmp_path_factory, lines, raw_tail):
-    from anygpt.jobs.tokenize_media import read_manifest
+    from anygpt.jobs.manifest import read_manifest
 
     path = write_lines(tmp_path_factory.mktemp("man") / "m.jsonl", lines, raw_tail)
     try:
