@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 LAYOUT_FILE = "anygpt_layout.json"
+# the label of a position that is not trained (cross_entropy's ignore_index); templates, packing and the loss share it
+IGNORE_INDEX = -100
 
 # Reference token prefixes (U+1F440, U+1F5E3 U+FE0F, U+1F3B6).
 IMAGE_PREFIX = "\U0001F440"

@@ -51,7 +51,7 @@ def main() -> None:
     from anygpt.train.config import TrainConfig
     from anygpt.train.distributed import init_distributed
     from anygpt.train.loop import deepspeed_config
-    from anygpt.data.packing import token_losses
+    from anygpt.model.loss import token_losses
     from anygpt.train.metrics import GroupedLoss
 
     torch.set_num_threads(1)

@@ -16,7 +16,8 @@ from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sa
                                render_alignment)
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
-from anygpt.data.templates import IGNORE_INDEX, get_template
+from anygpt.data.templates import get_template
+from anygpt.vocab import IGNORE_INDEX
 from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 

@@ -7,7 +7,7 @@ import torch
 
 from anygpt.data.packing import (Sample, block_causal_mask, collate_rows, model_inputs, pad_batch, plan_rows,
                                  real_token_fraction, resolve_attention)
-from anygpt.data.templates import IGNORE_INDEX
+from anygpt.vocab import IGNORE_INDEX
 
 
 def tiny_llama(attn: str):

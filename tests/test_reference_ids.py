@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from anygpt.data.reference_text import ReferenceTextEncoder, encoder_for
-from anygpt.data.templates import IGNORE_INDEX, MediaCodes, Message, get_template
+from anygpt.data.templates import MediaCodes, Message, get_template
+from anygpt.vocab import IGNORE_INDEX
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -5,7 +5,8 @@ import random
 import pytest
 
 from anygpt.data.instructions import POOLS, draw_instruction
-from anygpt.data.templates import IGNORE_INDEX, MediaCodes, Message, get_template, voice_response
+from anygpt.data.templates import MediaCodes, Message, get_template, voice_response
+from anygpt.vocab import IGNORE_INDEX
 from anygpt.vocab import VocabLayout, load_base_tokenizer
 
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from anygpt.data.templates import IGNORE_INDEX
+from anygpt.vocab import IGNORE_INDEX
 
 
 @dataclass
@@ -123,16 +123,6 @@ def pad_batch(samples: Sequence[Sample], pad_id: int, max_len: int | None = None
     batch = collate_rows(rows, min(width, max_len) if max_len else width, pad_id)
     batch["attention_mask"] = (batch["segment_ids"] >= 0).long()
     return batch
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position next-token loss ``(B, T-1)`` (0 where no label) and the validity mask."""
-    target = labels[:, 1:]
-    valid = target != IGNORE_INDEX
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1).clamp(min=0), reduction="none"
-    ).view_as(target)
-    return loss * valid, valid
 
 
 # attention kernels that keep packed samples apart from position_ids alone (varlen on the restarts)

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 from anygpt.data.reference_text import ReferenceTextEncoder, encoder_for
-from anygpt.vocab import VocabLayout
-
-IGNORE_INDEX = -100
+from anygpt.vocab import IGNORE_INDEX, VocabLayout
 
 # the reference chat's suffix when the user's turn carries speech (its task_prompts["Speech-Instruction"])
 SPEECH_INSTRUCTION = "Please recognize the voice command and give reply and voice"

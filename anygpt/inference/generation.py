@@ -28,10 +28,11 @@ from transformers.generation.logits_process import UnbatchedClassifierFreeGuidan
 from transformers.generation.streamers import BaseStreamer
 
 from anygpt.data.instructions import POOLS
-from anygpt.data.packing import Sample, pad_batch, token_losses
+from anygpt.data.packing import Sample, pad_batch
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.constraints import ModalityLogitsProcessor, rules_from_bundle
 from anygpt.inference.settings import GenerationSettings
+from anygpt.model.loss import token_losses
 
 MEDIA = ("image", "speech", "music")
 

@@ -28,10 +28,11 @@ import torch.distributed as dist
 
 from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_datasets
 from anygpt.data.loader import MixtureLoader, check_sample_lengths, load_dataset_dir
-from anygpt.data.packing import model_inputs, resolve_attention, token_losses
+from anygpt.data.packing import model_inputs, resolve_attention
 from anygpt.data.templates import get_template
 from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
 from anygpt.model.export import export_bundle
+from anygpt.model.loss import token_losses
 from anygpt.train import checkpoint, contract
 from anygpt.train.config import TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed

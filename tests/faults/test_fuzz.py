@@ -141,7 +141,8 @@ messages = st.lists(st.tuples(st.sampled_from(["system", "user", "assistant", "b
 @given(st.sampled_from(["chat", "anygpt-chat", "anygpt-pretrain"]), messages, st.sampled_from(["assistant", "all", "none"]),
        st.booleans())
 def test_template_renderer(grown, name, msgs, loss_on, gen_prompt):
-    from anygpt.data.templates import IGNORE_INDEX, MediaCodes, Message, get_template
+    from anygpt.data.templates import MediaCodes, Message, get_template
+    from anygpt.vocab import IGNORE_INDEX
 
     tok, layout = grown
 
