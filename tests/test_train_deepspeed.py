@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anygpt.train.launch import REPO, launch, launch_command, launch_env
+from anygpt.train.launch import launch, launch_command, launch_env
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from kill_after_step import killing  # noqa: E402
 
 TINY_MODEL = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "max_position_embeddings": 256}
@@ -71,9 +75,9 @@ def test_zero2_two_ranks_loss_falls(zero2_run):
 
 def test_killed_run_resumes_with_same_batches_and_losses(zero2_run, tiny_train_data, tmp_path):
     recipe = write_recipe(tmp_path, tiny_train_data, steps=6, checkpoint__every=2, export={"enabled": False})
-    proc = subprocess.run(launch_command(recipe, nproc=2), cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=launch_env(ANYGPT_TEST_KILL_AFTER_STEP="5"))
-    assert proc.returncode != 0  # rank 0 SIGKILLed itself after step 5 (checkpoint at 4 is the newest)
+    proc = subprocess.run(killing(launch_command(recipe, nproc=2), 5), cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=launch_env())
+    assert proc.returncode != 0  # rank 0 SIGKILLed right after step 5 (checkpoint at 4 is the newest)
     out = tmp_path / "run"
     assert max(r["step"] for r in train_records(out)) == 5
     run_ok(recipe)  # resume=auto

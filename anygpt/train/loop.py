@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import signal
 import sys
 import time
 import zlib
@@ -263,7 +261,6 @@ def run(cfg: TrainConfig) -> Path | None:
     acc = GroupedLoss(groups)
     log = MetricsLog(out_dir, rank, cfg.log.tensorboard)
     peak = (cfg.log.peak_flops or default_peak_flops()) * world
-    kill_at = int(os.environ.get("ANYGPT_TEST_KILL_AFTER_STEP", -1))  # test hook: SIGKILL rank 0 here
     tokens = torch.zeros(2, dtype=torch.float64)  # real tokens, data checksum since the last log
     t_log = time.time()
     from tqdm import tqdm
@@ -304,8 +301,6 @@ def run(cfg: TrainConfig) -> Path | None:
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != cfg.steps:
             print0(f"saved checkpoint {checkpoint.save(engine, ckpt_dir, step, loader.state_dict(), cfg.checkpoint.keep_last)}")
             saved = True
-        if step == kill_at and rank == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
         if step < cfg.steps and stop.should_stop():  # every rank agrees, after the same step
             bar.close()
             print0(f"stopping at step {step} of {cfg.steps} ({stop.reason})")

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_train_deepspeed import train_records, write_recipe  # noqa: E402
+from kill_after_step import killing  # noqa: E402
+from test_train_deepspeed import REPO, train_records, write_recipe  # noqa: E402
 
 from anygpt.train import checkpoint  # noqa: E402
-from anygpt.train.launch import REPO, launch_command, launch_env  # noqa: E402
+from anygpt.train.launch import launch_command, launch_env  # noqa: E402
 
 pytestmark = pytest.mark.faults
 
@@ -87,14 +88,14 @@ def kill_when(proc: subprocess.Popen, out: Path, step: int, extra_delay: float) 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_at_random_step_then_resume_matches(seed, reference_run, tiny_train_data, tmp_path):
-    """Even seeds: SIGKILL right after a random step (the loop's test hook, exact); odd seeds: SIGKILL
+    """Even seeds: SIGKILL right after a random step (tests/kill_after_step.py, exact); odd seeds: SIGKILL
     from outside a random fraction of a step later (may land mid-step or mid-checkpoint-save)."""
     rng = random.Random(seed)
     step = rng.randint(1, STEPS - 2)
     recipe = recipe_for(tmp_path, tiny_train_data)
     out = tmp_path / "run"
     if seed % 2 == 0:
-        proc = subprocess.run(train_cmd(recipe), cwd=REPO, env=single_env(ANYGPT_TEST_KILL_AFTER_STEP=str(step)),
+        proc = subprocess.run(killing(train_cmd(recipe), step), cwd=REPO, env=single_env(),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         how = f"killed after step {step}"

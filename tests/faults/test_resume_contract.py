@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_train_deepspeed import train_records, write_recipe  # noqa: E402
+from kill_after_step import killing  # noqa: E402
+from test_train_deepspeed import REPO, train_records, write_recipe  # noqa: E402
 
-from anygpt.train.launch import REPO, launch_env  # noqa: E402
+from anygpt.train.launch import launch_env  # noqa: E402
 
 pytestmark = pytest.mark.faults
 
@@ -34,9 +35,10 @@ def single_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def train(recipe: Path, *overrides: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "anygpt.cli", "train", "--config", str(recipe), *overrides],
-                          cwd=REPO, env=single_env(**env), capture_output=True, text=True, timeout=600)
+def train(recipe: Path, *overrides: str, kill_after: int | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "anygpt.cli", "train", "--config", str(recipe), *overrides]
+    return subprocess.run(cmd if kill_after is None else killing(cmd, kill_after),
+                          cwd=REPO, env=single_env(), capture_output=True, text=True, timeout=600)
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -45,7 +47,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.fixture(scope="module")
 def killed_run(tiny_train_data, tmp_path_factory) -> Path:
-    """Steps 1–3 logged, checkpoint at step 2, then SIGKILL (the loop's test hook): a folder to resume.
+    """Steps 1–3 logged, checkpoint at step 2, then SIGKILL (tests/kill_after_step.py): a folder to resume.
     Its training sets are copies, so a test may change their content."""
     from datasets import load_from_disk
 
@@ -57,7 +59,7 @@ def killed_run(tiny_train_data, tmp_path_factory) -> Path:
         data.append(str(dst))
     recipe = write_recipe(tmp, {**tiny_train_data, "train": data}, steps=4, checkpoint__every=2,
                           checkpoint__keep_last=10, export={"enabled": False})
-    proc = train(recipe, ANYGPT_TEST_KILL_AFTER_STEP="3")
+    proc = train(recipe, kill_after=3)
     assert proc.returncode == -9, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert [r["step"] for r in train_records(tmp / "run")] == [1, 2, 3]
     return tmp
