@@ -242,6 +242,7 @@ class Demo:
                   tokenizers=toks, template_name="chat", overwrite=True, max_length=self.cfg.seq_len, overlong="truncate")
 
     def _train(self, stage: str, overrides: list[str]) -> None:
+        from anygpt.train.config import RECIPES_DIR
         from anygpt.train.launch import launch
 
         c = self.cfg
@@ -253,11 +254,10 @@ class Demo:
             f"export.cards={cards}", "export.template=chat", "log.every=10",
             f"checkpoint.every={max(50, (c.pretrain_steps if stage == 'pretrain' else c.sft_steps) // 3)}",
         ]
-        repo_recipe = Path(__file__).resolve().parents[1] / "train" / "tiny.yaml"
-        recipe = repo_recipe if repo_recipe.exists() else None
+        recipe = RECIPES_DIR / "tiny.yaml"  # shipped in the package: an installed anygpt runs the demo too
+        if not recipe.is_file():
+            raise FileNotFoundError(f"{recipe}: the package's tiny recipe is missing (a broken install?); reinstall anygpt")
         cfg_path = self.path(f"{stage}_recipe.yaml")
-        if recipe is None:
-            raise FileNotFoundError("train/tiny.yaml not found beside the package: run from a source checkout")
         shutil.copy(recipe, cfg_path)
         proc = launch(cfg_path, common + overrides, nproc=c.nproc, capture=False)
         if proc.returncode != 0:

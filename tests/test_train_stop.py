@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anygpt.train.launch import REPO, launch_command, launch_env
+from anygpt.train.launch import launch_command, launch_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
               "num_key_value_heads": 2, "max_position_embeddings": 256}

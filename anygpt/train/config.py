@@ -69,7 +69,7 @@ class OptimConfig:
 class DeepSpeedConfig:
     zero_stage: int = 2
     precision: str = "bf16"  # bf16 | fp16 | fp32
-    config: str | None = None  # a DeepSpeed JSON to start from (default train/ds_zero{stage}.json)
+    config: str | None = None  # a DeepSpeed JSON to start from (default: the package's recipes/ds_zero{stage}.json)
     micro_batch_size: int = 1  # rows per rank per micro step
     grad_accum: int | None = None  # derived from batch_size when None
     batch_size: int | None = None  # global rows per optimizer step; None = micro * accum * world
@@ -196,7 +196,7 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-RECIPES_DIR = Path(__file__).with_name("recipes")  # copies of train/tiny.yaml and train/sft_tiny.yaml
+RECIPES_DIR = Path(__file__).with_name("recipes")  # the shipped recipes and ZeRO JSONs (train/ links to them)
 
 
 def packaged_recipe(path: str | os.PathLike) -> Path:

@@ -2,7 +2,8 @@
 
 ``launch("train/tiny.yaml", ["steps=20"], nproc=2)`` runs
 ``python -m torch.distributed.run --nproc_per_node 2 -m anygpt.cli train --config … steps=20`` with
-one thread per rank, gloo on CPU, and this checkout importable; it returns the finished process.
+one thread per rank, gloo on CPU, and the ranks importing the same ``anygpt`` as this process (a
+source checkout's or an installed one); it returns the finished process.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import anygpt
 from anygpt.train.distributed import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+# the folder holding the imported ``anygpt`` package: put first on the ranks' PYTHONPATH, so a
+# checkout run with PYTHONPATH (or a worktree) does not start ranks on another installed copy
+PACKAGE_PARENT = Path(anygpt.__file__).resolve().parents[1]
 
 
 def launch_command(config_path: str | os.PathLike, overrides: Sequence[str] = (), nproc: int = 2, nnodes: int = 1,
@@ -36,8 +40,10 @@ def launch_command(config_path: str | os.PathLike, overrides: Sequence[str] = ()
 
 
 def launch_env(**extra: str) -> dict[str, str]:
+    """This process's environment for the ranks: ``anygpt`` importable as here, one thread per rank
+    unless set, plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.update(extra)
@@ -46,6 +52,7 @@ def launch_env(**extra: str) -> dict[str, str]:
 
 def launch(config_path: str | os.PathLike, overrides: Sequence[str] = (), nproc: int = 2, launcher: str = "torchrun",
            timeout: float | None = None, capture: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run a multi-process training to completion; check ``returncode`` (output in stdout/stderr)."""
+    """Run a multi-process training to completion in the current directory; check ``returncode``
+    (output in stdout/stderr)."""
     cmd = launch_command(config_path, overrides, nproc, launcher=launcher, **kw)
-    return subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=capture, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=launch_env(), capture_output=capture, text=True, timeout=timeout)

@@ -32,14 +32,13 @@ from anygpt.model.build import build_model, count_parameters, load_tokenizer_and
 from anygpt.model.export import export_bundle
 from anygpt.model.loss import token_losses
 from anygpt.train import checkpoint, contract
-from anygpt.train.config import TrainConfig, load_config, save_config
+from anygpt.train.config import RECIPES_DIR, TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
 from anygpt.train.stop import StopWatch, TrainingStopped
 from anygpt.utils import seed_everything
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "train"
 
 
 def export_cards(cfg: TrainConfig, info: dict) -> dict[str, str]:
@@ -70,20 +69,31 @@ def print0(*args) -> None:
         sys.stdout.flush()
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
-    """The ZeRO JSON (``deepspeed.config`` or ``train/ds_zero{stage}.json``) with the recipe's
-    batch, precision, clipping and optimizer settings filled in (the recipe wins)."""
+def deepspeed_config_path(cfg: TrainConfig) -> Path:
+    """``deepspeed.config`` when given, else the package's ``ds_zero{stage}.json`` (shipped in
+    ``anygpt/train/recipes/``); either one missing is an error naming it, never an empty config."""
     ds = cfg.deepspeed
-    path = Path(ds.config) if ds.config else DS_CONFIG_DIR / f"ds_zero{ds.zero_stage}.json"
-    if path.exists():
-        try:
-            conf = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
-    elif ds.config:
-        raise FileNotFoundError(f"{path}: DeepSpeed config not found")
-    else:
-        conf = {}
+    if ds.config:
+        path = Path(ds.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: DeepSpeed config (deepspeed.config) not found")
+        return path
+    path = RECIPES_DIR / f"ds_zero{ds.zero_stage}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the package's ZeRO-{ds.zero_stage} config is missing (a broken install?); "
+                                "reinstall anygpt or pass deepspeed.config=FILE")
+    return path
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
+    """The ZeRO JSON (:func:`deepspeed_config_path`) with the recipe's batch, precision, clipping
+    and optimizer settings filled in (the recipe wins)."""
+    ds = cfg.deepspeed
+    path = deepspeed_config_path(cfg)
+    try:
+        conf = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
     conf.setdefault("zero_optimization", {})["stage"] = ds.zero_stage
     if ds.grad_accum is None:
         total = ds.batch_size or ds.micro_batch_size * world_size
