@@ -59,6 +59,9 @@ def test_installed_wheel_trains_two_steps_outside_the_repo(wheel, tiny_train_dat
     work.mkdir()
     where = run([py, "-c", "import anygpt; print(anygpt.__file__)"], work, env).stdout.strip()
     assert Path(where).is_relative_to(mine), f"the fresh venv imported {where}, not its own anygpt"
+    # launched ranks import the same installed package: nothing (no checkout, no site-packages) is prepended
+    ranks_path = run([py, "-c", "from anygpt.train.launch import launch_env; print(launch_env()['PYTHONPATH'])"], work, env)
+    assert ranks_path.stdout.strip() == "", ranks_path.stdout
     proc = run([venv / "bin" / "anygpt", "train", "--config", "tiny", "steps=2", "log.every=1", "export.enabled=false",
                 f"model.tokenizer={tiny_train_data['tokenizer']}", f"data.train=[{','.join(tiny_train_data['train'])}]",
                 "data.val=[]", "model.from_config.hidden_size=64", "model.from_config.intermediate_size=128",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Sequence
 
@@ -18,8 +19,10 @@ import anygpt
 from anygpt.train.distributed import free_port
 
 # the folder holding the imported ``anygpt`` package: put first on the ranks' PYTHONPATH, so a
-# checkout run with PYTHONPATH (or a worktree) does not start ranks on another installed copy
+# checkout run with PYTHONPATH (or a worktree) does not start ranks on another installed copy; an
+# installed package is found by the ranks' interpreter anyway (site-packages must not go before stdlib)
 PACKAGE_PARENT = Path(anygpt.__file__).resolve().parents[1]
+_INSTALLED = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
 
 
 def launch_command(config_path: str | os.PathLike, overrides: Sequence[str] = (), nproc: int = 2, nnodes: int = 1,
@@ -43,7 +46,8 @@ def launch_env(**extra: str) -> dict[str, str]:
     """This process's environment for the ranks: ``anygpt`` importable as here, one thread per rank
     unless set, plus ``extra``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p)
+    first = "" if PACKAGE_PARENT in _INSTALLED else str(PACKAGE_PARENT)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.update(extra)
