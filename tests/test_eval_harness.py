@@ -240,13 +240,13 @@ def test_eval_cli_bad_input_is_one_line_error(cli, tiny_bundle_dir, tmp_path):
 
 
 def test_a_failing_task_is_recorded_and_the_others_still_run(tiny_bundle_dir, corpus_dir, tmp_path):
-    from anygpt.eval.generation import reference_generate_batch
     from anygpt.eval.harness import EvalConfig, run_eval
+    from anygpt.inference.generation import generate_batch
 
     def flaky(bundle, prompts, output_modality, settings, requests=None):
         if output_modality == "image":
             raise RuntimeError("image head exploded")
-        return reference_generate_batch(bundle, prompts, output_modality, settings, requests)
+        return generate_batch(bundle, prompts, output_modality, settings, requests=requests)
 
     cfg = EvalConfig(data=corpus_dir, out=tmp_path, tasks=["text_to_image", "image_to_text"], limit=1)
     res = run_eval(cfg, model_dir=tiny_bundle_dir, generator=flaky, progress=None)

@@ -67,7 +67,7 @@ def test_cider_d_idf_length_penalty_and_clipping():
 
 
 def test_attribute_extraction_and_both_right_accuracy():
-    vocab = {"colour": M.vocabulary_from_values(["red", "grey"], M.COLOURS), "shape": M.vocabulary_from_values(["circle", "square"], M.SHAPES)}
+    vocab = {"colour": M.vocabulary_from_values(["red", "grey"], M.ALIASES["colour"]), "shape": M.vocabulary_from_values(["circle", "square"], M.ALIASES["shape"])}
     assert M.extract_attributes("A small GRAY circle on white.", vocab) == {"colour": "grey", "shape": "circle"}
     assert M.extract_attributes("a red square", vocab) == {"colour": "red", "shape": "square"}
     assert M.extract_attributes("nothing here", vocab) == {"colour": None, "shape": None}

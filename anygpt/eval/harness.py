@@ -38,8 +38,9 @@ from anygpt.eval import metrics as M
 from anygpt.eval import plots
 from anygpt.eval.evalset import EvalItem, EvalSet, find_manifest
 from anygpt.eval.generation import (
-    Generator, build_prompt, decoding_settings, generated_text, media_codes, resolve_generator, task_content,
+    Generator, build_prompt, decoding_settings, default_generator, generated_text, media_codes, task_content,
 )
+from anygpt.inference.settings import GenerationSettings
 from anygpt.utils import atomic_path, atomic_write_text, safe_name
 
 TASK_IO: dict[str, tuple[str, str]] = {
@@ -82,7 +83,7 @@ class _Ctx:
     bundle: Any
     generate: Generator
     generator_name: str
-    settings: dict[str, dict]
+    settings: dict[str, GenerationSettings]
     rng: random.Random = field(default_factory=random.Random)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -196,7 +197,7 @@ def save_media(media: Any, path: Path, sample_rate: int | None = None) -> Path:
 def _samples(ctx: _Ctx, task: str, decoded: Sequence[tuple[EvalItem, list[int], Any]], modality: str) -> dict[str, str]:
     """Write the first few generated media; ``{item id: path relative to OUT}``."""
     ext = "png" if modality == "image" else "wav"
-    rate = getattr(ctx.tokenizer(modality), "sample_rate", None)
+    rate = ctx.tokenizer(modality).sample_rate
     out = {}
     for it, _, media in decoded[: ctx.cfg.n_samples]:
         rel = Path("samples") / task / f"{safe_name(it.id)}.{ext}"
@@ -212,7 +213,7 @@ def _vocabularies(items: Sequence[EvalItem], keys: Sequence[str]) -> dict[str, d
     for k in keys:
         vals = [it.attributes.get(k) for it in items]
         if vals and all(isinstance(v, str) for v in vals):
-            out[k] = M.vocabulary_from_values(vals, M.DEFAULT_VOCABULARIES.get(k))
+            out[k] = M.vocabulary_from_values(vals, M.ALIASES.get(k))
     return out
 
 
@@ -344,11 +345,10 @@ def task_text_to_image(ctx: _Ctx, items: Sequence[EvalItem]) -> TaskResult:
     metrics: dict[str, Any] = {"n": len(decoded)}
     pred: list[dict] = [{} for _ in decoded]
     if keys == list(IMAGE_KEYS):
-        from anygpt.eval.image_analysis import resolve_image_analyser
+        from anygpt.data.shapes import analyse_image
 
-        analyse, name = resolve_image_analyser()
-        ctx.notes.append(f"image analysis: {name}")
-        pred = [dict(analyse(img)) for _, _, img in decoded]
+        ctx.notes.append("image analysis: anygpt.data.shapes.analyse_image")
+        pred = [dict(analyse_image(img)) for _, _, img in decoded]
         metrics.update(M.attribute_accuracy(pred, truth, keys))
     else:
         keys = []
@@ -564,7 +564,7 @@ def evaluate_task(ctx: _Ctx, task: str) -> dict:
         "task": task,
         "metrics": M.with_intervals(metrics),
         "n": metrics.get("n", 0),
-        "decoding": {"output_modality": out_mod, **ctx.settings[out_mod], "preset": ctx.cfg.preset, "generator": ctx.generator_name},
+        "decoding": {"output_modality": out_mod, **ctx.settings[out_mod].to_dict(), "preset": ctx.cfg.preset, "generator": ctx.generator_name},
         "seed": ctx.cfg.seed,
         "split": evalset.split,
         "manifest": str(evalset.manifest),
@@ -596,7 +596,7 @@ def run_eval(cfg: EvalConfig, bundle: Any = None, model_dir: str | os.PathLike |
         bundle = load_bundle(model_dir)
     name = "custom"
     if generator is None:
-        generator, name = resolve_generator()
+        generator, name = default_generator()
     cfg.out = Path(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
     ctx = _Ctx(cfg, bundle, generator, name, decoding_settings(cfg.preset, bundle))

@@ -18,20 +18,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-# The paper's evaluation settings (beam search with 5 beams for text, nucleus sampling with top-p 0.7
-# for image and speech; music: top-p 1.0 with repetition penalty 1.15).
-# top_k 0 = no top-k cut, so top-p alone decides. max_new_tokens from the released configs
-# (anygpt-facts.md, "Generation settings"); every field is spelled out so the result shows them.
-_OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1,
-        "guidance_scale": 1.0, "best_of": 1}
-PAPER_DECODING: dict[str, dict[str, Any]] = {
-    "text": {**_OFF, "do_sample": False, "num_beams": 5, "max_new_tokens": 100},
-    "image": {**_OFF, "do_sample": True, "top_p": 0.7, "max_new_tokens": 200},
-    "speech": {**_OFF, "do_sample": True, "top_p": 0.7, "max_new_tokens": 1500},
-    "music": {**_OFF, "do_sample": True, "top_p": 1.0, "repetition_penalty": 1.15, "max_new_tokens": 2000},
-}
-
-
 class NotScored(Exception):
     """A metric cannot be computed (missing local model, missing tool): the message says why."""
 
