@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.eval.metrics import mean_interval, ratio_interval
+
 class NotScored(Exception):
     """A metric cannot be computed (missing local model, missing tool): the message says why."""
 
@@ -78,24 +80,17 @@ class Benchmark:
 
 def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean and 95 % percentile-bootstrap interval, resampling items."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
+    if len(values) == 0:
         raise NotScored("no items scored")
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
-    lo, hi = np.quantile(v[idx].mean(1), [0.025, 0.975])
-    return {"value": float(v.mean()), "ci95": [float(lo), float(hi)], "n": int(len(v))}
+    return {"value": float(np.mean(values)), "ci95": list(mean_interval(values, resamples, seed)), "n": len(values)}
 
 
 def bootstrap_ratio(num: Sequence[float], den: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """``Σnum / Σden`` (corpus WER: edits / reference words) with a 95 % bootstrap interval
     resampling whole items (a model's errors cluster in a few utterances)."""
-    a, b = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    if len(a) == 0 or b.sum() == 0:
+    if len(num) == 0 or sum(den) == 0:
         raise NotScored("no items scored")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    r = a[idx].sum(1) / np.maximum(b[idx].sum(1), 1e-12)
-    lo, hi = np.quantile(r, [0.025, 0.975])
-    return {"value": float(a.sum() / b.sum()), "ci95": [float(lo), float(hi)], "n": int(len(a))}
+    return {"value": float(sum(num) / sum(den)), "ci95": list(ratio_interval(num, den, resamples, seed)), "n": len(num)}
 
 
 def metric_or_reason(fn: Callable[[], dict]) -> dict:
