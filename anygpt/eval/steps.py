@@ -66,12 +66,17 @@ class TaskContext:
     notes: list[str] = field(default_factory=list)
 
     def tokenizer(self, modality: str) -> Any:
-        """The bundle's tokenizer for ``modality``; a missing one raises saying how to add it."""
-        t = self.bundle.tokenizers.get(modality)
-        if t is None:
-            raise ValueError(f"{self.bundle.path}: the model has no {modality} tokenizer (tokenizers/{modality}/card.yaml is missing); "
-                             f"re-export with export.cards='{{\"{modality}\": \"CARD\"}}' or copy the card folder there")
-        return t
+        """The bundle's tokenizer for ``modality`` (see :func:`bundle_tokenizer`)."""
+        return bundle_tokenizer(self.bundle, modality)
+
+
+def bundle_tokenizer(bundle: Any, modality: str) -> Any:
+    """The bundle's tokenizer for ``modality``; a missing one raises saying how to add it."""
+    t = bundle.tokenizers.get(modality)
+    if t is None:
+        raise ValueError(f"{bundle.path}: the model has no {modality} tokenizer (tokenizers/{modality}/card.yaml is missing); "
+                         f"re-export with export.cards='{{\"{modality}\": \"CARD\"}}' or copy the card folder there")
+    return t
 
 
 # ---------------------------------------------------------------------------- shared steps

@@ -1,5 +1,6 @@
-"""What every paper benchmark shares: items, the paper's decoding settings, the resumable
-per-item log, bootstrap intervals and the ``not scored`` convention.
+"""What every paper benchmark shares: items, the resumable per-item log, bootstrap intervals
+(from :mod:`anygpt.eval.metrics`) and the ``not scored`` convention; the paper's decoding settings
+are ``PRESETS["paper"]`` in :mod:`anygpt.inference.settings`.
 
 A benchmark (one small module per data set, registered in :mod:`anygpt.eval.benchmarks`) says
 how to read its data set in the layout it is published in (:meth:`Benchmark.read`), which

@@ -28,6 +28,7 @@ from anygpt.eval.benchmarks.base import (
     Benchmark, Item, ItemLog, NotScored, ScoreLog, read_wave,
 )
 from anygpt.eval.benchmarks.models import LocalModels
+from anygpt.eval.steps import bundle_tokenizer
 from anygpt.inference.settings import PRESETS, GenerationSettings
 from anygpt.utils import atomic_write_text, safe_name
 
@@ -109,11 +110,8 @@ class _Generation:
         self.notes: list[str] = []
 
     def tokenizer(self, modality: str) -> Any:
-        t = self.bundle.tokenizers.get(modality)
-        if t is None:
-            raise ValueError(f"the model bundle has no {modality} tokenizer (tokenizers/{modality}/card.yaml): "
-                             f"{self.bench.name} needs one")
-        return t
+        """The bundle's tokenizer for ``modality``; a missing one raises saying how to add it."""
+        return bundle_tokenizer(self.bundle, modality)
 
     def _input_media(self, tok: Any, item: Item) -> Any:
         if self.bench.input_modality == "image":
