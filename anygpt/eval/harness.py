@@ -19,6 +19,9 @@ Each task writes ``OUT/<task>.json`` (metrics incl. ``n``, decoding settings, se
 examples, plots, errors) and :func:`run_eval` writes ``OUT/results.json`` (task → metrics,
 decoding settings, seed). Items that fail to load or decode are recorded and skipped; a task that
 fails as a whole gets ``"failed": reason`` in its JSON and the other tasks still run.
+
+This module is the driver; the tasks are :mod:`anygpt.eval.tasks`, the steps they share
+:mod:`anygpt.eval.steps`, the optional judge models :mod:`anygpt.eval.judges`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from anygpt.data.templates import MediaCodes
 from anygpt.eval.evalset import EvalItem
 from anygpt.eval.generation import Generator, build_prompt, generated_text, media_codes, task_content
 from anygpt.inference.settings import GenerationSettings
-from anygpt.utils import atomic_path, safe_name
+from anygpt.utils import safe_name
 
 TASK_IO: dict[str, tuple[str, str]] = {
     "image_to_text": ("image", "text"),
@@ -167,25 +167,13 @@ def decode(ctx: TaskContext, modality: str, items: Sequence[EvalItem], codes: Se
     return out
 
 
-def save_media(media: Any, path: Path, sample_rate: int | None = None) -> Path:
-    """A PIL image as PNG, or a mono waveform as 16-bit WAV (atomic)."""
-    with atomic_path(path) as tmp:
-        if hasattr(media, "save"):
-            media.save(tmp, format="PNG")
-        else:
-            import soundfile as sf
-
-            sf.write(str(tmp), np.asarray(media, dtype=np.float32).reshape(-1), int(sample_rate or 16000), format="WAV", subtype="PCM_16")
-    return path
-
-
 def write_samples(ctx: TaskContext, task: str, decoded: Sequence[tuple[EvalItem, list[int], Any]], modality: str) -> dict[str, str]:
     """Write the first few generated media; ``{item id: path relative to OUT}``."""
     ext = "png" if modality == "image" else "wav"
-    rate = ctx.tokenizer(modality).sample_rate
+    tok = ctx.tokenizer(modality)
     out = {}
     for it, _, media in decoded[: ctx.cfg.n_samples]:
         rel = Path("samples") / task / f"{safe_name(it.id)}.{ext}"
-        save_media(media, ctx.cfg.out / rel, rate)
+        tok.save_media(media, ctx.cfg.out / rel)  # the modality's own writer: PNG or 16-bit WAV, atomic
         out[it.id] = rel.as_posix()
     return out

@@ -17,6 +17,7 @@ from anygpt.eval.steps import (
     IMAGE_KEYS, MUSIC_KEYS, WER_NOTE, TaskContext, decode, encode, load_media_items, to_media, to_text, write_samples,
 )
 
+
 def _vocabularies(items: Sequence[EvalItem], keys: Sequence[str]) -> dict[str, dict[str, list[str]]]:
     """Attribute vocabularies from the values the manifests hold (string values only), with the
     default aliases (``gray`` for ``grey``…)."""
