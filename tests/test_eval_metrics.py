@@ -67,7 +67,7 @@ def test_cider_d_idf_length_penalty_and_clipping():
 
 
 def test_attribute_extraction_and_both_right_accuracy():
-    vocab = {"colour": M.vocabulary_from_values(["red", "grey"], M.COLOURS), "shape": M.vocabulary_from_values(["circle", "square"], M.SHAPES)}
+    vocab = {"colour": M.vocabulary_from_values(["red", "grey"], M.ALIASES["colour"]), "shape": M.vocabulary_from_values(["circle", "square"], M.ALIASES["shape"])}
     assert M.extract_attributes("A small GRAY circle on white.", vocab) == {"colour": "grey", "shape": "circle"}
     assert M.extract_attributes("a red square", vocab) == {"colour": "red", "shape": "square"}
     assert M.extract_attributes("nothing here", vocab) == {"colour": None, "shape": None}
@@ -98,6 +98,10 @@ def test_accuracy_interval_is_wilsons():
     assert lo < lo4 < 0.94 < hi4 < hi  # more items, narrower
     m = with_intervals({"n": 100, "attribute_accuracy": 0.94, "bleu4": 0.3})
     assert m["attribute_accuracy_ci95_low"] == pytest.approx(lo) and "bleu4_ci95_low" not in m
+    # a read-back match accuracy is over its own pairs (read_back_n), not over the task's n
+    rb = with_intervals({"n": 100, "read_back_match_accuracy": 0.9, "read_back_n": 10})
+    assert (rb["read_back_match_accuracy_ci95_low"], rb["read_back_match_accuracy_ci95_high"]) == accuracy_interval(0.9, 10)
+    assert rb["read_back_match_accuracy_ci95_low"] < accuracy_interval(0.9, 100)[0]
 
 
 def test_wer_interval_resamples_utterances():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anygpt.eval.report import TARGETS, flat_metrics, read_loss_series, target_status, write_report
+from anygpt.eval.report import TARGETS, flat_metrics, missed_detail, read_loss_series, target_status, write_report
 
 
 def _eval_dir(d: Path) -> Path:
@@ -25,7 +25,11 @@ def _eval_dir(d: Path) -> Path:
     tasks = {
         "image_to_text": ({"n": 20, "attribute_accuracy": 0.97, "bleu4": 0.5, "attribute_accuracy_ci95_low": 0.85,
                            "attribute_accuracy_ci95_high": 0.99}, [{"id": "i1", "input": str(d / "in1.png"), "reference": "a blue square", "output": "a blue square"}], []),
-        "text_to_image": ({"n": 20, "attribute_accuracy": 0.70}, [{"id": "x1", "input": "a red circle", "output_media": "samples/text_to_image/x1.png", "recovered": {"colour": "red", "shape": "circle"}}], []),
+        "text_to_image": ({"n": 20, "attribute_accuracy": 0.70, "colour_accuracy": 1.0, "shape_accuracy": 0.7},
+                          [{"id": "x1", "input": "a red circle", "output_media": "samples/text_to_image/x1.png",
+                            "attributes": {"colour": "red", "shape": "circle"}, "recovered": {"colour": "red", "shape": "circle"}},
+                           {"id": "x2", "input": "a red circle", "attributes": {"colour": "red", "shape": "circle"},
+                            "recovered": {"colour": "red", "shape": "square"}}], []),
         "asr": ({"n": 10, "wer": 0.05}, [{"id": "a", "input": "missing.wav", "reference": "hello world", "output": "hello world"}], ["asr_wer_histogram.png"]),
         "tts": ({"n": 10, "wer": 0.3, "asr": "own"}, [{"id": "s1", "input": "hello", "output_media": "samples/tts/s1.wav", "own_asr": "hello"}], []),
         "music_to_text": ({"n": 8, "instrument_accuracy": 0.5}, [], []),
@@ -83,8 +87,11 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     assert "_ci95_" not in md.split("## Run")[0]  # intervals sit beside their metric, not as rows of their own
     assert "| `text_to_image.attribute_accuracy` | 0.7000 | 20 | >= 0.75 | FAIL |" in md
     assert "| `music_to_text.instrument_accuracy` | 0.5000 | 8 | >= 0.8 | FAIL |" in md
-    missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]  # each missed target says why, and only those
-    assert "`text_to_image.attribute_accuracy`:" in missed and "`music_to_text.instrument_accuracy`:" in missed
+    missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]  # each missed target, and only those
+    # computed from the run: the task's per-part accuracies and its wrong examples, no fixed prose
+    assert "- `text_to_image.attribute_accuracy`: colour_accuracy 1.00, shape_accuracy 0.70; 1 of 2 recorded examples wrong " \
+           "(x2: shape=square, want circle)" in missed
+    assert "- `music_to_text.instrument_accuracy`: no per-part scores or wrong examples recorded" in missed
     assert "image_to_text" not in missed
     assert (rd / "loss_curves.png").read_bytes()[:4] == b"\x89PNG" and out["loss_curves"] == rd / "loss_curves.png"
     page = (rd / "report.html").read_text()
@@ -95,3 +102,11 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     for s in srcs:  # self-contained: every referenced file is inside the report folder
         assert not Path(s).is_absolute() and (rd / s).is_file(), s
     assert "class='FAIL'" in page and "612.5" in page and "Targets not reached" in page
+
+
+def test_a_missed_wer_target_lists_the_worst_recorded_utterances():
+    res = {"asr": {"metrics": {"wer": 0.3, "n": 3}, "examples": [
+        {"id": "a", "reference": "hi", "output": "hi", "wer": 0.0},
+        {"id": "b", "reference": "x y", "output": "x", "wer": 0.5},
+        {"id": "c", "reference": "z", "output": "", "wer": 1.0}]}}
+    assert missed_detail("asr.wer", res) == "2 of 3 recorded examples wrong (c: WER 1.00: '' for 'z'; b: WER 0.50: 'x' for 'x y')"

@@ -295,3 +295,21 @@ def test_best_of_keeps_the_sample_that_reads_back_best(bundle):
         generate_batch(bundle, prompts, "image", replace(plain, best_of=2))
     with pytest.raises(ValueError, match="needs do_sample"):
         generate_batch(bundle, prompts, "image", replace(plain, best_of=2, do_sample=False), requests=texts)
+
+
+def test_one_preset_table_serves_chat_eval_and_the_benchmarks():
+    """Eval's presets are the chat table's entries (one `greedy`), plus `bundle`: the model's
+    exported settings over `default`."""
+    from types import SimpleNamespace
+
+    from anygpt.eval.generation import decoding_settings, preset_names
+    from anygpt.inference.settings import PRESETS
+
+    assert decoding_settings("greedy") == PRESETS["greedy"] and decoding_settings("paper") == PRESETS["paper"]
+    assert preset_names() == [*PRESETS, "bundle"]
+    s = decoding_settings("bundle", SimpleNamespace(generation={"speech": {"max_new_tokens": 20}}))
+    assert s["speech"].max_new_tokens == 20 and s["speech"].do_sample is False and s["image"] == PRESETS["default"]["image"]
+    with pytest.raises(ValueError, match="unknown decoding preset 'fast'; known: reference, demo, default, greedy"):
+        decoding_settings("fast")
+    with pytest.raises(ValueError, match="unknown generation setting"):
+        decoding_settings("bundle", SimpleNamespace(generation={"image": {"temprature": 0.5}}))

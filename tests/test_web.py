@@ -164,8 +164,16 @@ def test_browser_image_upload_gets_a_generated_image(model_dir, media, tmp_path,
             proc.kill()
 
 
-def test_serve_binds_localhost_by_default():
-    from anygpt.cli import build_parser
+def test_serve_binds_localhost_by_default(model_dir, tmp_path, monkeypatch, capsys):
+    """`anygpt serve` with no --host launches Gradio on 127.0.0.1 only, never shared."""
+    import gradio
 
-    args = build_parser().parse_args(["serve", "--model", "m"])
-    assert args.host == "127.0.0.1" and args.max_upload_mb > 0 and args.max_audio_seconds > 0
+    from anygpt.cli import main
+
+    launched = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: launched.update(kw))  # stop before binding
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # serve sets it; restored after the test
+    assert main(["serve", "--model", str(model_dir), "--out", str(tmp_path / "serve")]) == 0
+    assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
+    assert launched["allowed_paths"] == [str(tmp_path / "serve")]
+    assert "http://127.0.0.1:7860" in capsys.readouterr().out

@@ -47,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=",".join(TASK_NAMES), help=f"comma-separated tasks (default: all of {','.join(TASK_NAMES)})")
     p.add_argument("--limit", type=int, help="evaluate at most N held-out items per task")
     p.add_argument("--preset", default="default", choices=preset_names(),
-                   help="decoding preset: default (text/speech greedy, image/music sampled at T=1), greedy, sample, "
-                        "bundle (the model's exported settings over default), or a chat preset (demo, reference)")
+                   help="decoding preset (anygpt/inference/settings.py): default (text 3 beams, images best of 8 "
+                        "sampled, music sampled, speech greedy), greedy, sample, demo, reference, paper, or bundle "
+                        "(the model's exported settings over default)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction phrasing and sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")

@@ -1,4 +1,5 @@
-"""Evaluation: metrics (``metrics``), held-out manifests (``evalset``), generation adapter and
-decoding presets (``generation``), media analysis for text→image/music (``image_analysis``,
-``music_analysis``), the task harness behind ``anygpt eval`` (``harness``), plots and the demo
-report (``plots``, ``report``)."""
+"""Evaluation: metrics (``metrics``), held-out manifests (``evalset``), decoding presets and prompt
+building on top of inference's generation (``generation``), the music analyser for text→music
+(``music_analysis``), the task harness behind ``anygpt eval`` (``harness`` drives ``tasks`` built
+from ``steps``, with optional local ``judges``), plots and the demo report (``plots``, ``report``),
+and the paper's benchmarks (``benchmarks``)."""

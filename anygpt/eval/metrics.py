@@ -3,8 +3,9 @@
 All functions are pure (lists in, numbers out) so that they can be checked by hand on tiny
 examples (tests/test_eval_metrics.py does). Conventions:
 
-- WER is corpus-level: total word edits / total reference words (what jiwer reports), over
-  normalised text (lowercase, punctuation stripped, optional numbers → words).
+- WER is corpus-level: total word edits / total reference words (jiwer's), over normalised text
+  (lowercase, punctuation stripped, optional numbers → words). Intervals: Wilson for accuracies,
+  a percentile bootstrap over items for ratios (scipy.stats).
 - BLEU-4 is corpus-level (Papineni et al. 2002): clipped n-gram precisions summed over the corpus,
   geometric mean of n = 1..4, brevity penalty from the closest reference length. No smoothing.
 - CIDEr-D (Vedantam et al. 2015, the coco-caption ``CiderD`` scorer): tf-idf n-gram vectors with
@@ -19,7 +20,12 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence
+
+import jiwer
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+from scipy.stats import binomtest, bootstrap
 
 # ---------------------------------------------------------------------------- normalisation
 
@@ -64,81 +70,83 @@ def words(text: str, numbers_as_words: bool = False) -> list[str]:
 
 # ---------------------------------------------------------------------------- edit distance / WER
 
-def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (substitution, insertion, deletion all cost 1) between two sequences."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
+def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Levenshtein distance (substitution, insertion, deletion all cost 1) between two sequences
+    of words, codes or characters (rapidfuzz, jiwer's own backend)."""
+    return int(Levenshtein.distance(list(a), list(b)))
+
+
+def _edits(reference: str, hypothesis: str) -> int:
+    """Word edits between two normalised texts: jiwer's, or every hypothesis word when the
+    reference is empty (jiwer refuses an empty reference)."""
+    if not reference:
+        return len(hypothesis.split())
+    out = jiwer.process_words(reference, hypothesis)
+    return out.substitutions + out.deletions + out.insertions
 
 
 def utterance_wer(reference: str, hypothesis: str, numbers_as_words: bool = False) -> float:
     """Word error rate of one utterance after normalisation (1.0 per word when the reference is
     empty and the hypothesis is not; 0.0 when both are empty)."""
-    ref, hyp = words(reference, numbers_as_words), words(hypothesis, numbers_as_words)
-    if not ref:
-        return 0.0 if not hyp else float(len(hyp))
-    return edit_distance(ref, hyp) / len(ref)
+    ref, hyp = normalize_text(reference, numbers_as_words), normalize_text(hypothesis, numbers_as_words)
+    return _edits(ref, hyp) / max(1, len(ref.split()))
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str], numbers_as_words: bool = False) -> float:
-    """Corpus WER: total word edits / total reference words, over normalised text.
-
-    Uses jiwer when installed (same definition), else our :func:`edit_distance`."""
+    """Corpus WER: total word edits / total reference words, over normalised text (jiwer's WER;
+    an empty reference adds its hypothesis words as insertions)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     refs = [normalize_text(r, numbers_as_words) for r in references]
     hyps = [normalize_text(h, numbers_as_words) for h in hypotheses]
     total = sum(len(r.split()) for r in refs)
-    if total == 0:
-        return 0.0 if all(not h for h in hyps) else float(sum(len(h.split()) for h in hyps))
-    try:
-        import jiwer
+    return sum(_edits(r, h) for r, h in zip(refs, hyps)) / max(1, total)
 
-        if all(refs):  # jiwer rejects empty references
-            return float(jiwer.wer(refs, hyps))
-    except ImportError:  # pragma: no cover - jiwer is a declared dependency
-        pass
-    return sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps)) / total
+
+def ratio_interval(num: Sequence[float], den: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of ``Σnum / Σden``, resampling whole items (pairs)."""
+    a, b = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if len(a) < 2:  # one item: every resample is that item
+        v = float(a.sum() / b.sum()) if len(a) and b.sum() else 0.0
+        return (v, v)
+    r = bootstrap((a, b), lambda x, y, axis: x.sum(axis) / np.maximum(y.sum(axis), 1e-12), paired=True,
+                  vectorized=True, n_resamples=resamples, method="percentile", rng=np.random.default_rng(seed))
+    return (float(r.confidence_interval.low), float(r.confidence_interval.high))
+
+
+def mean_interval(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean, resampling items."""
+    return ratio_interval(values, np.ones(len(values)), resamples, seed)
 
 
 def wer_interval(references: Sequence[str], hypotheses: Sequence[str], numbers_as_words: bool = False,
                  resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95 % bootstrap interval of the corpus WER, resampling whole utterances (a model's errors
     cluster in a few utterances, so words are not independent draws)."""
-    import numpy as np
-
-    edits = np.array([edit_distance(words(r, numbers_as_words), words(h, numbers_as_words)) for r, h in zip(references, hypotheses)], float)
-    n_words = np.array([len(words(r, numbers_as_words)) for r in references], float)
-    if len(edits) == 0 or n_words.sum() == 0:
+    refs = [normalize_text(r, numbers_as_words) for r in references]
+    hyps = [normalize_text(h, numbers_as_words) for h in hypotheses]
+    n_words = [len(r.split()) for r in refs]
+    if sum(n_words) == 0:
         return (0.0, 0.0)
-    idx = np.random.default_rng(seed).integers(0, len(edits), size=(resamples, len(edits)))
-    wer = edits[idx].sum(1) / np.maximum(n_words[idx].sum(1), 1.0)
-    lo, hi = np.quantile(wer, [0.025, 0.975])
-    return (float(lo), float(hi))
+    return ratio_interval([_edits(r, h) for r, h in zip(refs, hyps)], n_words, resamples, seed)
 
 
-def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     """95 % Wilson score interval of an accuracy measured on ``n`` items."""
     if n <= 0:
         return (0.0, 1.0)
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = binomtest(round(accuracy * n), n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def with_intervals(metrics: dict[str, float]) -> dict[str, float]:
-    """``metrics`` plus ``<key>_ci95_low`` / ``_high`` for every ``*accuracy`` key (Wilson, over ``n``)."""
-    n = int(metrics.get("n", 0))
+    """``metrics`` plus ``<key>_ci95_low`` / ``_high`` for every ``*accuracy`` key (Wilson, over
+    ``n``; a ``*_match_accuracy`` over its own ``*_n`` pairs)."""
     out = dict(metrics)
     for k, v in metrics.items():
         if k.endswith("accuracy") and isinstance(v, (int, float)):
-            out[f"{k}_ci95_low"], out[f"{k}_ci95_high"] = accuracy_interval(float(v), n)
+            n = metrics.get(k.replace("_match_accuracy", "_n"), metrics.get("n", 0)) if "_match_accuracy" in k else metrics.get("n", 0)
+            out[f"{k}_ci95_low"], out[f"{k}_ci95_high"] = accuracy_interval(float(v), int(n))
     return out
 
 
@@ -233,28 +241,13 @@ def cider_d(
 
 # ---------------------------------------------------------------------------- attributes
 
-# Default vocabularies (canonical value → surface forms). The harness prefers the values found in
-# the evaluation manifests' ``attributes`` and adds these aliases where they match.
-COLOURS: dict[str, list[str]] = {
-    "red": ["red"], "green": ["green"], "blue": ["blue"], "yellow": ["yellow"], "purple": ["purple", "violet"],
-    "orange": ["orange"], "black": ["black"], "white": ["white"], "pink": ["pink"], "brown": ["brown"],
-    "grey": ["grey", "gray"], "cyan": ["cyan"], "magenta": ["magenta"],
-}
-SHAPES: dict[str, list[str]] = {
-    "circle": ["circle", "disc", "disk"], "square": ["square"], "triangle": ["triangle"], "star": ["star"],
-    "rectangle": ["rectangle"], "diamond": ["diamond"], "ellipse": ["ellipse", "oval"], "cross": ["cross"],
-    "hexagon": ["hexagon"], "pentagon": ["pentagon"], "heart": ["heart"], "ring": ["ring"],
-}
-INSTRUMENTS: dict[str, list[str]] = {
-    "piano": ["piano"], "violin": ["violin"], "flute": ["flute"], "guitar": ["guitar"], "organ": ["organ"],
-    "bass": ["bass"], "bell": ["bell", "bells"], "trumpet": ["trumpet"], "clarinet": ["clarinet"],
-    "synth": ["synth", "synthesizer"], "marimba": ["marimba"], "harp": ["harp"],
-}
-TEMPOS: dict[str, list[str]] = {
-    "slow": ["slow", "slowly"], "moderate": ["moderate", "medium", "moderately"], "fast": ["fast", "quick", "quickly"],
-}
-DEFAULT_VOCABULARIES: dict[str, dict[str, list[str]]] = {
-    "colour": COLOURS, "shape": SHAPES, "instrument": INSTRUMENTS, "tempo": TEMPOS,
+# Other surface forms of attribute values (canonical value → aliases; a value always matches itself).
+# The harness takes the values from the evaluation manifests' ``attributes`` and adds these.
+ALIASES: dict[str, dict[str, list[str]]] = {
+    "colour": {"purple": ["violet"], "grey": ["gray"]},
+    "shape": {"circle": ["disc", "disk"], "ellipse": ["oval"]},
+    "instrument": {"bell": ["bells"], "synth": ["synthesizer"]},
+    "tempo": {"slow": ["slowly"], "moderate": ["medium", "moderately"], "fast": ["quick", "quickly"]},
 }
 
 

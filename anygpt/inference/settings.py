@@ -1,11 +1,13 @@
-"""Per-output-modality generation settings and the named presets.
+"""Per-output-modality generation settings and the one table of named presets, :data:`PRESETS`.
 
 ``reference`` is the released AnyGPT configs (the reference's ``config/*.json``: sampling, top-k
 50/200, repetition penalty 1.05 for speech and 1.15 for music, at least 10 new tokens; text is beam 5
 + sampling up to 500 tokens for the chat model and 1 beam up to 100 for the base model, which
-:func:`resolve_settings` picks with ``base_model``); ``demo`` suits the tiny embedded
-models (shorter outputs, a little cooler, images the best of 8 by read-back). A bundle's
-``anygpt_generation.json`` overrides the preset per modality: ``{"image": {"temperature": 0.8}, ...}``.
+:func:`resolve_settings` picks with ``base_model``); ``demo`` suits chatting with the tiny embedded
+models (shorter outputs, a little cooler, images the best of 8 by read-back); ``default`` is what
+``anygpt eval`` decodes with; ``greedy`` and ``sample`` are plain greedy decoding and one plain sample;
+``paper`` is the paper's evaluation settings (the benchmarks). A bundle's ``anygpt_generation.json``
+overrides the preset per modality: ``{"image": {"temperature": 0.8}, ...}``.
 """
 
 from __future__ import annotations
@@ -56,23 +58,50 @@ class GenerationSettings:
         return asdict(self)
 
 
+# The one table of named decoding presets (chat, serve, eval and the paper benchmarks all read it).
+# Lengths per output modality for the presets sized for the embedded demo models.
+DEMO_LENGTHS = {"text": 64, "image": 300, "speech": 400, "music": 600}
+# top_k=0: no top-k cut (top-p alone decides when sampling; ignored by greedy and beam search)
+_GREEDY = GenerationSettings(do_sample=False, top_k=0)
+_SAMPLE = replace(_GREEDY, do_sample=True)
+
 PRESETS: dict[str, dict[str, GenerationSettings]] = {
-    # anygpt-facts.md "Generation settings (released configs)"; chat text: beam 5 + sampling.
+    # the released AnyGPT configs ("Generation settings (released configs)"); chat text: beam 5 + sampling
     "reference": {
         "text": GenerationSettings(max_new_tokens=500, top_k=50, num_beams=5, min_new_tokens=10),
         "image": GenerationSettings(max_new_tokens=200, top_k=50, min_new_tokens=10),
         "speech": GenerationSettings(max_new_tokens=1500, top_k=50, repetition_penalty=1.05, min_new_tokens=10),
         "music": GenerationSettings(max_new_tokens=2000, top_k=200, repetition_penalty=1.15, min_new_tokens=10),
     },
+    # chat with the tiny embedded models: shorter, a little cooler, images the best of 8 by read-back
     "demo": {
         "text": GenerationSettings(max_new_tokens=64, temperature=0.7, top_k=40, top_p=0.9, repetition_penalty=1.1),
         "image": GenerationSettings(max_new_tokens=300, temperature=0.9, top_k=50, best_of=8),
         "speech": GenerationSettings(max_new_tokens=400, temperature=0.9, top_k=50, repetition_penalty=1.05),
         "music": GenerationSettings(max_new_tokens=600, temperature=1.0, top_k=100, repetition_penalty=1.1),
     },
+    # what `anygpt eval` decodes with unless told otherwise: captions and transcripts by 3 beams, images the
+    # best of 8 samples at temperature 0.8 by the model's own read-back, music one sample, speech greedy
+    # (why these: docs/experiments.md, "Evaluation decoding")
+    "default": {
+        "text": replace(_GREEDY, max_new_tokens=DEMO_LENGTHS["text"], num_beams=3),
+        "image": replace(_SAMPLE, max_new_tokens=DEMO_LENGTHS["image"], temperature=0.8, best_of=8),
+        "speech": replace(_GREEDY, max_new_tokens=DEMO_LENGTHS["speech"]),
+        "music": replace(_SAMPLE, max_new_tokens=DEMO_LENGTHS["music"]),
+    },
     # deterministic: tests and evaluation
-    "greedy": {m: GenerationSettings(max_new_tokens=n, do_sample=False) for m, n in
-               (("text", 64), ("image", 300), ("speech", 400), ("music", 600))},
+    "greedy": {m: replace(_GREEDY, max_new_tokens=n) for m, n in DEMO_LENGTHS.items()},
+    # one plain sample at temperature 1, nothing cut
+    "sample": {m: replace(_SAMPLE, max_new_tokens=n) for m, n in DEMO_LENGTHS.items()},
+    # the paper's evaluation settings (anygpt eval --benchmark): beam search with 5 beams for text, nucleus
+    # sampling with top-p 0.7 for image and speech, music top-p 1.0 with repetition penalty 1.15; lengths
+    # from the released configs
+    "paper": {
+        "text": replace(_GREEDY, num_beams=5, max_new_tokens=100),
+        "image": replace(_SAMPLE, top_p=0.7, max_new_tokens=200),
+        "speech": replace(_SAMPLE, top_p=0.7, max_new_tokens=1500),
+        "music": replace(_SAMPLE, repetition_penalty=1.15, max_new_tokens=2000),
+    },
 }
 
 

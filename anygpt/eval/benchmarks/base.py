@@ -1,5 +1,6 @@
-"""What every paper benchmark shares: items, the paper's decoding settings, the resumable
-per-item log, bootstrap intervals and the ``not scored`` convention.
+"""What every paper benchmark shares: items, the resumable per-item log, bootstrap intervals
+(from :mod:`anygpt.eval.metrics`) and the ``not scored`` convention; the paper's decoding settings
+are ``PRESETS["paper"]`` in :mod:`anygpt.inference.settings`.
 
 A benchmark (one small module per data set, registered in :mod:`anygpt.eval.benchmarks`) says
 how to read its data set in the layout it is published in (:meth:`Benchmark.read`), which
@@ -18,19 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-# The paper's evaluation settings (beam search with 5 beams for text, nucleus sampling with top-p 0.7
-# for image and speech; music: top-p 1.0 with repetition penalty 1.15).
-# top_k 0 = no top-k cut, so top-p alone decides. max_new_tokens from the released configs
-# (anygpt-facts.md, "Generation settings"); every field is spelled out so the result shows them.
-_OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "num_beams": 1,
-        "guidance_scale": 1.0, "best_of": 1}
-PAPER_DECODING: dict[str, dict[str, Any]] = {
-    "text": {**_OFF, "do_sample": False, "num_beams": 5, "max_new_tokens": 100},
-    "image": {**_OFF, "do_sample": True, "top_p": 0.7, "max_new_tokens": 200},
-    "speech": {**_OFF, "do_sample": True, "top_p": 0.7, "max_new_tokens": 1500},
-    "music": {**_OFF, "do_sample": True, "top_p": 1.0, "repetition_penalty": 1.15, "max_new_tokens": 2000},
-}
-
+from anygpt.eval.metrics import mean_interval, ratio_interval
 
 class NotScored(Exception):
     """A metric cannot be computed (missing local model, missing tool): the message says why."""
@@ -92,24 +81,17 @@ class Benchmark:
 
 def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean and 95 % percentile-bootstrap interval, resampling items."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
+    if len(values) == 0:
         raise NotScored("no items scored")
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(resamples, len(v)))
-    lo, hi = np.quantile(v[idx].mean(1), [0.025, 0.975])
-    return {"value": float(v.mean()), "ci95": [float(lo), float(hi)], "n": int(len(v))}
+    return {"value": float(np.mean(values)), "ci95": list(mean_interval(values, resamples, seed)), "n": len(values)}
 
 
 def bootstrap_ratio(num: Sequence[float], den: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """``Σnum / Σden`` (corpus WER: edits / reference words) with a 95 % bootstrap interval
     resampling whole items (a model's errors cluster in a few utterances)."""
-    a, b = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    if len(a) == 0 or b.sum() == 0:
+    if len(num) == 0 or sum(den) == 0:
         raise NotScored("no items scored")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    r = a[idx].sum(1) / np.maximum(b[idx].sum(1), 1e-12)
-    lo, hi = np.quantile(r, [0.025, 0.975])
-    return {"value": float(a.sum() / b.sum()), "ci95": [float(lo), float(hi)], "n": int(len(a))}
+    return {"value": float(sum(num) / sum(den)), "ci95": list(ratio_interval(num, den, resamples, seed)), "n": len(num)}
 
 
 def metric_or_reason(fn: Callable[[], dict]) -> dict:

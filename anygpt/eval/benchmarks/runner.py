@@ -25,9 +25,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from anygpt.eval.benchmarks.base import (
-    PAPER_DECODING, Benchmark, Item, ItemLog, NotScored, ScoreLog, read_wave,
+    Benchmark, Item, ItemLog, NotScored, ScoreLog, read_wave,
 )
 from anygpt.eval.benchmarks.models import LocalModels
+from anygpt.eval.steps import bundle_tokenizer
+from anygpt.inference.settings import PRESETS, GenerationSettings
 from anygpt.utils import atomic_write_text, safe_name
 
 
@@ -53,16 +55,14 @@ class BenchmarkConfig:
 def parse_decoding(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["text.num_beams=3", "speech.top_p=0.9"]`` → ``{"text": {"num_beams": 3}, ...}`` (values
     parsed as JSON when they are JSON: numbers, true/false)."""
-    from anygpt.inference.settings import GenerationSettings
-
     known = set(GenerationSettings().to_dict())
     out: dict[str, dict[str, Any]] = {}
     for p in pairs:
         key, sep, val = p.partition("=")
         mod, dot, name = key.strip().partition(".")
-        if not sep or not dot or mod not in PAPER_DECODING or name not in known:
+        if not sep or not dot or mod not in PAPER or name not in known:
             raise ValueError(f"--decoding {p!r}: expected MODALITY.SETTING=VALUE with MODALITY one of "
-                             f"{', '.join(PAPER_DECODING)} and SETTING one of {', '.join(sorted(known))}")
+                             f"{', '.join(PAPER)} and SETTING one of {', '.join(sorted(known))}")
         try:
             v: Any = json.loads(val)
         except json.JSONDecodeError:
@@ -71,11 +71,12 @@ def parse_decoding(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _settings(cfg: BenchmarkConfig, modality: str) -> dict[str, Any]:
-    from anygpt.inference.settings import GenerationSettings
+PAPER = PRESETS["paper"]  # the paper's evaluation settings, per output modality
 
-    s = {**PAPER_DECODING[modality], **cfg.decoding.get(modality, {})}
-    return GenerationSettings().updated(s).to_dict()  # validates and casts the overrides
+
+def _settings(cfg: BenchmarkConfig, modality: str) -> GenerationSettings:
+    """The paper's settings for ``modality`` with the ``--decoding`` overrides (validated, cast)."""
+    return PAPER[modality].updated(cfg.decoding.get(modality))
 
 
 class _Bar:
@@ -101,19 +102,16 @@ class _Generation:
     """Prompts → outputs for one benchmark on a loaded bundle (reusing the eval generation path)."""
 
     def __init__(self, bench: Benchmark, bundle: Any, cfg: BenchmarkConfig, out_dir: Path):
-        from anygpt.eval.generation import resolve_generator
+        from anygpt.eval.generation import default_generator
 
         self.bench, self.bundle, self.cfg, self.out_dir = bench, bundle, cfg, out_dir
-        self.generate, self.generator_name = resolve_generator()
+        self.generate, self.generator_name = default_generator()
         self.settings = _settings(cfg, bench.output_modality)
         self.notes: list[str] = []
 
     def tokenizer(self, modality: str) -> Any:
-        t = self.bundle.tokenizers.get(modality)
-        if t is None:
-            raise ValueError(f"the model bundle has no {modality} tokenizer (tokenizers/{modality}/card.yaml): "
-                             f"{self.bench.name} needs one")
-        return t
+        """The bundle's tokenizer for ``modality``; a missing one raises saying how to add it."""
+        return bundle_tokenizer(self.bundle, modality)
 
     def _input_media(self, tok: Any, item: Item) -> Any:
         if self.bench.input_modality == "image":
@@ -220,7 +218,7 @@ def run_benchmark(cfg: BenchmarkConfig, bundle: Any = None, log: Callable[[str],
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(cfg, bench.output_modality)
-    gen_log = ItemLog(out / f"{bench.name}.items.jsonl", _fingerprint(cfg, bench, settings)).open()
+    gen_log = ItemLog(out / f"{bench.name}.items.jsonl", _fingerprint(cfg, bench, settings.to_dict())).open()
     todo = [it for it in items if it.id not in gen_log.records]
     gen = None
     if todo:
@@ -284,8 +282,8 @@ def run_benchmark(cfg: BenchmarkConfig, bundle: Any = None, log: Callable[[str],
         "data": {"path": str(data), "read": read.source, "layout": bench.layout, "items_available": len(read.items),
                  "items": len(items), "limit": cfg.limit, "subset": cfg.subset},
         "model": str(cfg.model),
-        "decoding": {"output_modality": bench.output_modality, **settings,
-                     "paper_settings": PAPER_DECODING[bench.output_modality],
+        "decoding": {"output_modality": bench.output_modality, **settings.to_dict(),
+                     "paper_settings": PAPER[bench.output_modality].to_dict(),
                      "overridden": cfg.decoding.get(bench.output_modality, {}),
                      "generator": gen.generator_name if gen else "(all items from an earlier run)"},
         "seed": cfg.seed,
