@@ -72,3 +72,22 @@ def test_frozen_and_tuple_dataclasses_build_and_dump():
     s = C.build(Seed2Config, {"image_down_dims": [8, 4, 2]})
     assert s.image_down_dims == (8, 4, 2) and C.to_dict(s)["image_down_dims"] == [8, 4, 2]
     assert C.parse_assignments(["a=1", "b=x y", "c=[1,2]", "d=true"], "--set") == {"a": 1, "b": "x y", "c": [1, 2], "d": True}
+
+
+def test_card_architectures_and_generation_overrides_name_the_bad_key():
+    from anygpt.inference.settings import resolve_settings
+    from anygpt.modality.seed2_net import Seed2Config
+    from anygpt.modality.soundstorm import SoundStormConfig
+
+    with pytest.raises(ValueError, match=r"^unknown SEED-2 architecture key vit_widht; valid: codebook_dim, "):
+        Seed2Config.from_dict({"vit_widht": 8})
+    with pytest.raises(ValueError, match=r"^SoundStorm config key dim: expected int, got 'wide'$"):
+        SoundStormConfig.from_dict({"dim": "wide"})
+    assert SoundStormConfig.from_dict({"depth": 2}) == SoundStormConfig(depth=2)
+    # `anygpt chat --set temperature=0.5 --set do_sample=false`
+    s = resolve_settings("demo", "text", None, C.parse_assignments(["temperature=0.5", "do_sample=false"], "--set"))
+    assert (s.temperature, s.do_sample) == (0.5, False)
+    with pytest.raises(ValueError, match=r"^generation setting key top_k: expected int, got 'many'$"):
+        resolve_settings("demo", "text", None, C.parse_assignments(["top_k=many"], "--set"))
+    with pytest.raises(ValueError, match=r"^--set 'top_k': expected KEY=VALUE$"):
+        C.parse_assignments(["top_k"], "--set")
