@@ -10,7 +10,7 @@ models (shorter outputs, a little cooler, images the best of 8 by read-back). A 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from anygpt.config import build, to_dict
