@@ -20,6 +20,7 @@ a few minutes, numbers meaningless).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from anygpt.utils import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 MODALITIES = ("image", "speech", "music")
 
@@ -96,10 +99,10 @@ class DemoConfig:
 class Demo:
     """Runs the steps of the embedded default with resumable markers."""
 
-    def __init__(self, cfg: DemoConfig, log: Callable[[str], None] = print):
+    def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.log = log
+        self.log = logger.info
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -303,5 +306,6 @@ class Demo:
         shutil.copy(self.path("report", "metrics.json"), self.path("metrics.json"))
 
 
-def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> Path:
-    return Demo(cfg, log).run()
+def run_demo(cfg: DemoConfig) -> Path:
+    """Run (or resume) the embedded default in ``cfg.out``; progress lines go to the ``anygpt`` logger."""
+    return Demo(cfg).run()

@@ -1,13 +1,15 @@
-"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading."""
+"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading, console output."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -160,3 +162,44 @@ def _flat_values(v: Any) -> Iterator[Any]:
             yield from _flat_values(x)
     elif v is not None:
         yield v
+
+
+# ---------------------------------------------------------------- console output
+# Library code says things through ``logging.getLogger(__name__)``; the ``anygpt`` command calls
+# :func:`console_logging` once, so what a user reads stays plain lines (no logger prefixes).
+class ConsoleHandler(logging.Handler):
+    """Log records as the lines a user reads: info on stdout, warnings on stderr as ``warning: …``,
+    errors on stderr as they are. Lines go through ``tqdm.write`` (above a progress bar, not through
+    it), and the streams are looked up at each line, so a redirected ``sys.stdout`` receives them.
+    In a multi-process run only rank 0 shows info lines; every rank shows warnings and errors."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            if record.levelno < logging.WARNING:
+                if dist_info()[0] != 0:
+                    return
+                stream = sys.stdout
+            else:
+                stream = sys.stderr
+                if record.levelno < logging.ERROR and not msg.startswith("warning:"):
+                    msg = f"warning: {msg}"
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=stream)
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must never take the caller down
+            self.handleError(record)
+
+
+def console_logging(level: int = logging.INFO, propagate: bool = False) -> logging.Logger:
+    """Show the ``anygpt`` loggers' records at ``level`` and above as plain lines
+    (:class:`ConsoleHandler`). ``propagate=False``: a root handler that a dependency installed
+    does not print each line a second time. A second call only sets the level (the first call's
+    handler and ``propagate`` stay)."""
+    logger = logging.getLogger("anygpt")
+    logger.setLevel(level)
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.propagate = propagate
+        logger.addHandler(ConsoleHandler())
+    return logger

@@ -91,6 +91,16 @@ def base_tokenizer(base_tokenizer_dir):
     return load_base_tokenizer(base_tokenizer_dir)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def console_output():
+    """Library calls print what the ``anygpt`` command prints: the package logs, and the CLI's
+    console handler (set up here as ``main()`` does) writes the plain lines tests read; records
+    still reach pytest's own capture (``caplog``)."""
+    from anygpt.utils import console_logging
+
+    console_logging(propagate=True)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

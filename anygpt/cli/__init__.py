@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from anygpt.utils import console_logging
+
 # command name -> module under anygpt.cli
 COMMANDS = {
     "vocab": "vocab",
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = one_line_warning
+    console_logging()  # library code logs; the user reads plain lines (rank 0 only for info)
     parser = build_parser()
     args = parser.parse_args(strip_local_rank(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):

@@ -12,7 +12,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "code shards or a token string -> media files (png / wav)"
@@ -51,12 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from anygpt.jobs.detokenize_media import detokenize_shards, detokenize_text
 
     tokenizers = load_tokenizers(args.tokenizer, args.device)
-
-    def warn(msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr)
-
     if args.shards:
-        items = detokenize_shards(tokenizers, args.shards, args.out, warn=warn, limit=args.limit)
+        items = detokenize_shards(tokenizers, args.shards, args.out, limit=args.limit)
     else:
         text = args.text
         p = Path(text)
@@ -67,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             from anygpt.vocab import VocabLayout
 
             layout = VocabLayout.load(args.layout)
-        items = detokenize_text(tokenizers, text, args.out, layout=layout, warn=warn)
+        items = detokenize_text(tokenizers, text, args.out, layout=layout)
     written = sum(1 for i in items if i.path)
     print(f"wrote {written} file(s) to {args.out} ({len(items) - written} not decoded); index: {args.out}/detokenized.jsonl")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,8 @@ from typing import Any, Callable, Sequence
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.generation import MEDIA, TextCallbackStreamer, generate_batch, render_prompt
 from anygpt.inference.settings import OUTPUTS, InputWindow, default_preset, input_window, resolve_settings, resolve_window
+
+log = logging.getLogger(__name__)
 
 MEDIA_SUFFIX = {"image": ".png", "speech": ".wav", "music": ".wav"}
 # No tokenizer packs more characters than this into a token on ordinary text: a message longer
@@ -129,7 +132,7 @@ class ChatSession:
         start, length, note = resolve_window(path, attachment.modality, audio_duration(path), window,
                                              tok.default_window_seconds, tok.max_seconds, rng)
         if note:
-            warnings.warn(note, stacklevel=3)
+            log.warning(note)
         if start == 0.0 and length is None:
             return tok.load_media(path)
         return tok.load_window(path, start, length)
@@ -259,7 +262,7 @@ class ChatSession:
                 continue
             media.append({"modality": kind, "path": str(path)})
         for n in notes:
-            warnings.warn(n, stacklevel=3)
+            log.warning(n)
         return Reply(" ".join(t.strip() for t in texts if t.strip()), media, "".join(raw), notes)
 
     def _output_path(self, modality: str, index: int) -> Path:

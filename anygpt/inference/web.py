@@ -18,8 +18,8 @@ Run with ``anygpt serve --model DIR`` (binds 127.0.0.1 unless ``--host`` says ot
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 import threading
 import time
 import traceback
@@ -31,6 +31,8 @@ from typing import Any
 
 from anygpt.inference.chat import Attachment, ChatSession
 from anygpt.modality.base import MediaError
+
+log = logging.getLogger(__name__)
 
 OUTPUT_CHOICES = ["auto", "text", "image", "speech", "music"]
 
@@ -154,7 +156,7 @@ class WebChat:
                 try:
                     self.sweep()
                 except OSError as e:  # a file vanished under us: next round
-                    print(f"anygpt serve: cleanup: {e}", file=sys.stderr)
+                    log.error(f"anygpt serve: cleanup: {e}")
 
         t = threading.Thread(target=loop, name="anygpt-serve-janitor", daemon=True)
         t.start()
@@ -187,7 +189,7 @@ class WebChat:
             traceback.clear_frames(e.__traceback__)  # drop the failed turn's tensors now
             return history, message, image, audio, None, None, f"**Error:** {e}", sid
         except Exception as e:  # noqa: BLE001 - a bug must not take the server down; the visitor gets one line
-            print(f"anygpt serve: turn failed: {type(e).__name__}: {e}", file=sys.stderr)
+            log.error(f"anygpt serve: turn failed: {type(e).__name__}: {e}")
             traceback.clear_frames(e.__traceback__)
             return history, message, image, audio, None, None, f"**Error:** internal error ({type(e).__name__})", sid
         user_content = [message] if message else []

@@ -9,14 +9,17 @@ prompt text; an index ``detokenized.jsonl`` lists what was written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from anygpt.modality.base import ModalityTokenizer
 from anygpt.utils import atomic_write_text, safe_name
+
+log = logging.getLogger(__name__)
 
 INDEX_FILE = "detokenized.jsonl"
 EXTENSIONS = {"image": ".png", "speech": ".wav", "music": ".wav"}
@@ -48,8 +51,9 @@ class _Writer:
         return self.out / f"{name}{EXTENSIONS[modality]}"
 
 
-def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer, warn: Callable[[str], None]) -> DetokenizedItem:
-    """Decode one item and save it; warnings (repairs) are collected, errors become warnings."""
+def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer) -> DetokenizedItem:
+    """Decode one item and save it; warnings (repairs) are collected, errors become warnings,
+    and each is logged with the item's id."""
     item = DetokenizedItem(item_id, tok.modality, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -62,7 +66,7 @@ def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer, war
             item.warnings.append(f"not decoded: {type(e).__name__}: {e}")
     item.warnings[:0] = [str(w.message) for w in caught]
     for w in item.warnings:
-        warn(f"{item_id}: {w}")
+        log.warning(f"{item_id}: {w}")
     return item
 
 
@@ -71,7 +75,7 @@ def _write_index(out: Path, items: list[DetokenizedItem]) -> None:
 
 
 def detokenize_shards(tokenizers: Mapping[str, ModalityTokenizer], src: str | os.PathLike, out_dir: str | os.PathLike,
-                      warn: Callable[[str], None] = print, limit: int | None = None) -> list[DetokenizedItem]:
+                      limit: int | None = None) -> list[DetokenizedItem]:
     """Every row of the shards in ``src`` → a file in ``out_dir`` (at most ``limit`` rows)."""
     import pyarrow.parquet as pq
 
@@ -86,12 +90,12 @@ def detokenize_shards(tokenizers: Mapping[str, ModalityTokenizer], src: str | os
                 break
             tok = tokenizers.get(row["modality"])
             if tok is None:
-                warn(f"{f}: row {row['id']}: no tokenizer for modality {row['modality']}; skipped")
+                log.warning(f"{f}: row {row['id']}: no tokenizer for modality {row['modality']}; skipped")
                 continue
             if meta.get("fingerprint") not in (None, tok.fingerprint):
-                warn(f"{f}: made by tokenizer {meta.get('fingerprint')}, decoding with {tok.fingerprint}")
+                log.warning(f"{f}: made by tokenizer {meta.get('fingerprint')}, decoding with {tok.fingerprint}")
                 meta["fingerprint"] = None  # warn once per shard
-            items.append(decode_one(tok, row["codes"], str(row["id"]), writer, warn))
+            items.append(decode_one(tok, row["codes"], str(row["id"]), writer))
     _write_index(Path(out_dir), items)
     return items
 
@@ -104,7 +108,7 @@ def default_layout(tokenizers: Mapping[str, ModalityTokenizer]):
 
 
 def detokenize_text(tokenizers: Mapping[str, ModalityTokenizer], text: str, out_dir: str | os.PathLike,
-                    layout: Any = None, stem: str = "span", warn: Callable[[str], None] = print) -> list[DetokenizedItem]:
+                    layout: Any = None, stem: str = "span") -> list[DetokenizedItem]:
     """Media spans in a token string (``<soim><👀12>…<eoim>``) → files ``{stem}-{i}-{modality}``."""
     from anygpt.vocab import TokenStringError
 
@@ -112,16 +116,16 @@ def detokenize_text(tokenizers: Mapping[str, ModalityTokenizer], text: str, out_
     try:
         layout.parse(text, strict=True)
     except TokenStringError as e:
-        warn(f"malformed token string: {e}; decoding the valid parts")
+        log.warning(f"malformed token string: {e}; decoding the valid parts")
     writer, items = _Writer(Path(out_dir)), []
     media_pieces = [(kind, val) for kind, val in layout.parse(text, strict=False) if kind != "text"]
     if not media_pieces:
-        warn("no media spans found in the text")
+        log.warning("no media spans found in the text")
     for i, (modality, codes) in enumerate(media_pieces):
         tok = tokenizers.get(modality)
         if tok is None:
-            warn(f"span {i}: no tokenizer for {modality}; give --tokenizer {modality}=CARD")
+            log.warning(f"span {i}: no tokenizer for {modality}; give --tokenizer {modality}=CARD")
             continue
-        items.append(decode_one(tok, codes, f"{stem}-{i}-{modality}", writer, warn))
+        items.append(decode_one(tok, codes, f"{stem}-{i}-{modality}", writer))
     _write_index(Path(out_dir), items)
     return items

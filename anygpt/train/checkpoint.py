@@ -15,11 +15,11 @@ completion record, so it never names a half-written tag.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
 import shutil
-import sys
 import zlib
 from pathlib import Path
 
@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 
 from anygpt.utils import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 COMPLETE_FILE = "anygpt_complete.json"
 LATEST_FILE = "latest"  # DeepSpeed's pointer to the newest tag; we only ever point it at a complete one
@@ -109,8 +111,8 @@ def list_tags(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def latest_complete(ckpt_dir: str | os.PathLike, report=None) -> Path | None:
     """The newest tag dir that passes :func:`verify`; each newer bad one is reported
-    (``report(message)``, default: a line on stderr) and skipped."""
-    report = report or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    (``report(message)``, default: a logged warning) and skipped."""
+    report = report or log.warning
     for _, d in list_tags(ckpt_dir):
         problem = verify(d)
         if problem is None:

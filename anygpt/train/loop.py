@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import sys
 import time
@@ -37,6 +38,8 @@ from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
 from anygpt.train.stop import StopWatch, TrainingStopped
 from anygpt.utils import seed_everything
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -62,11 +65,9 @@ def export_cards(cfg: TrainConfig, info: dict) -> dict[str, str]:
 
 
 def print0(*args) -> None:
+    """Say a line from rank 0 only (through the ``anygpt`` logger; the CLI prints it plainly)."""
     if not dist.is_initialized() or dist.get_rank() == 0:
-        from tqdm import tqdm
-
-        tqdm.write(" ".join(map(str, args)))  # above the progress bar, not through it
-        sys.stdout.flush()
+        logger.info(" ".join(map(str, args)))
 
 
 def deepspeed_config_path(cfg: TrainConfig) -> Path:

@@ -10,12 +10,15 @@ no sparsity: H100 bf16 989 TFLOP/s, A100 bf16 312 TFLOP/s, other GPUs 100 TFLOP/
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 
@@ -87,7 +90,7 @@ class MetricsLog:
 
                 self.tb = SummaryWriter(str(out_dir / "tensorboard"))
             except ImportError:
-                print("tensorboard not installed: metrics go to metrics.jsonl only")
+                log.info("tensorboard not installed: metrics go to metrics.jsonl only")
         self.t0 = time.time()
 
     def write(self, step: int, values: dict[str, float], split: str = "train") -> None:
@@ -101,7 +104,7 @@ class MetricsLog:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{split}/{k}", v, step)
         shown = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k in ("loss", "lr", "tokens_per_s", "mfu") or split != "train")
-        print(f"[{split}] step {step}: {shown}", flush=True)
+        log.info(f"[{split}] step {step}: {shown}")
 
     def close(self) -> None:
         if self.tb is not None:
