@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sample, build_pretrain_from_recipe,
-                               build_pretrain_from_reference, check_data_info, mix, parse_reference_line,
-                               render_alignment)
+from anygpt.data.alignment import Pair, Sample, draw_direction, render_alignment
+from anygpt.data.datainfo import check_datasets, read_data_info
+from anygpt.data.mixture import MixSource, mix
+from anygpt.data.pairs import pairs_from_shards, parse_reference_line
+from anygpt.data.pretrain import build_pretrain_from_recipe, build_pretrain_from_reference
+from anygpt.data.recipe import PretrainRecipe
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
 from anygpt.data.templates import IGNORE_INDEX, get_template
@@ -177,16 +180,17 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
         assert row["length"] == len(row["input_ids"]) and trained[-1] == end
         if row["direction"] == "t2x":
             assert tuple(trained[:-1]) in spans
-    info = check_data_info(out, layout, {"image": "fp-img", "speech": "fp-sp"})
-    assert info["tokenizer_fingerprints"] == {"image": "fp-img", "speech": "fp-sp"} and info["template"] == "chat@1"
-    from anygpt.data.datainfo import check_datasets  # what training runs
-
+    # what training runs on the set: its layout and fingerprints are checked and merged
     assert check_datasets([str(out)], layout) == {"tokenizer_fingerprints": {"image": "fp-img", "speech": "fp-sp"},
                                                   "template": "chat@1"}
-    with pytest.raises(DataMismatch):
-        check_data_info(out, layout, {"image": "another"})
-    with pytest.raises(DataMismatch):
-        check_data_info(out, VocabLayout.from_profile("default", layout.base_vocab_size, {"image": 65}))
+    other = tmp_path / "other"  # a set whose image codes another tokenizer made
+    other.mkdir()
+    info = read_data_info(out)
+    (other / "anygpt_data.json").write_text(json.dumps({**info, "tokenizer_fingerprints": {"image": "another"}}))
+    with pytest.raises(ValueError, match="image tokenizer fingerprint another differs from fp-img"):
+        check_datasets([str(out), str(other)], layout)
+    with pytest.raises(ValueError, match="built for layout"):
+        check_datasets([str(out)], VocabLayout.from_profile("default", layout.base_vocab_size, {"image": 65}))
     # shards made by another tokenizer are refused, naming the shard
     recipe["datasets"][1]["fingerprint"] = "other"
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -419,7 +423,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     resumes an interrupted build: every way gives the rows the one-sample-at-a-time path gives."""
     import datasets
 
-    import anygpt.data.build as build
+    import anygpt.data.pretrain as pretrain
 
     _, tok, layout = grown_default
     rng = np.random.default_rng(1)
@@ -433,9 +437,9 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     t = get_template("chat")
     sources = []
     for spec in recipe.datasets:
-        pairs, _ = build.pairs_from_shards(spec.shards, spec.modality)
+        pairs, _ = pairs_from_shards(spec.shards, spec.modality)
         sources.append(MixSource(spec.name, spec.weight, len(pairs), lambda i, r, p=pairs, s=spec: render_alignment(
-            p[i], build.draw_direction(r, s.t2x_prob), t, tok, layout, r, s.name)))
+            p[i], draw_direction(r, s.t2x_prob), t, tok, layout, r, s.name)))
     want = [(s.input_ids, s.labels, s.source, s.direction) for s in mix(sources, num_samples=300, seed=5)]
 
     def rows(out):
@@ -447,7 +451,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "par", num_proc=2, chunk_rows=32, shard_rows=64)
     assert len(list((tmp_path / "par").glob("data-*-of-*.arrow"))) == 5 and rows(tmp_path / "par") == want
 
-    real_policy, calls = build.apply_length_policy, []
+    real_policy, calls = pretrain.apply_length_policy, []
 
     def dies_at_200(*args):
         calls.append(1)
@@ -455,7 +459,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
             raise KeyboardInterrupt
         return real_policy(*args)
 
-    monkeypatch.setattr(build, "apply_length_policy", dies_at_200)
+    monkeypatch.setattr(pretrain, "apply_length_policy", dies_at_200)
     with pytest.raises(KeyboardInterrupt):
         build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
     partial = tmp_path / ".res.partial"
@@ -463,7 +467,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     calls.clear()
     build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
     assert len(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
-    assert check_data_info(tmp_path / "res", layout)["num_samples"] == 300
+    assert read_data_info(tmp_path / "res")["num_samples"] == 300
 
 
 def _write_recipe(tmp_path, recipe: dict) -> Path:

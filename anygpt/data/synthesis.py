@@ -593,7 +593,7 @@ class SynthesisPipeline:
         self._finish("conversations", count=len(rows), skipped=skipped, file="conversations.jsonl")
 
     def step_tokenize(self) -> None:
-        from anygpt.data.build import load_grown_tokenizer
+        from anygpt.data.tokenizer import load_grown_tokenizer
         from anygpt.data.sft import build_sft
         from anygpt.modality.base import load_tokenizer
 
