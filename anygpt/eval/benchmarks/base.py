@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.utils import append_jsonl
+
 # The paper's evaluation settings (beam search with 5 beams for text, nucleus sampling with top-p 0.7
 # for image and speech; music: top-p 1.0 with repetition penalty 1.15).
 # top_k 0 = no top-k cut, so top-p alone decides. max_new_tokens from the released configs
@@ -172,13 +174,7 @@ class ItemLog:
         return self
 
     def _append(self, obj: dict) -> None:
-        data = (json.dumps(obj, default=str, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.path, obj)
 
     def add(self, record: dict) -> None:
         """Append one finished item (``record["id"]`` required)."""
