@@ -105,7 +105,7 @@ def test_training_only_new_rows_masks_base_rows_and_freezes_the_rest(tiny_train_
     import torch
 
     from anygpt.model.build import build_model, load_tokenizer_and_layout, param_groups
-    from anygpt.train.config import ModelConfig
+    from anygpt.model.config import ModelConfig
 
     cfg = ModelConfig(tokenizer=tiny_train_data["tokenizer"], freeze="all_but_new_rows",
                       from_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,

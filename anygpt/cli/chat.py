@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 
+from anygpt.config import parse_assignments
 from anygpt.inference.settings import PRESETS
 
 HELP = "chat with a model: terminal, --script JSONL, or --single 'in|out|data'"
@@ -48,17 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcript", help="with --script: JSONL transcript to write (default: print to stdout)")
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        k, sep, v = it.partition("=")
-        if not sep or not k.strip():
-            raise ValueError(f"--set expects KEY=VAL, got {it!r}")
-        v = v.strip()
-        out[k.strip()] = {"true": True, "false": False}.get(v.lower(), v)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from anygpt.inference.chat import ChatSession
     from anygpt.model.bundle import load_bundle
@@ -75,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
         pools = load_instruction_pools(args.instructions)  # a bad file fails before the model loads
     bundle = load_bundle(args.model, device=args.device)
-    session = ChatSession(bundle, preset=args.preset, out_dir=args.out, overrides=parse_overrides(args.set),
+    session = ChatSession(bundle, preset=args.preset, out_dir=args.out, overrides=parse_assignments(args.set, "--set"),
                           system=args.system, seed=args.seed, force_start=args.force_start)
     print(f"anygpt chat: template {bundle.template.id}, preset {session.preset}", file=sys.stderr)
     if args.script:

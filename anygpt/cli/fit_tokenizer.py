@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
+from anygpt.config import parse_assignments
 
 HELP = "fit a demo tokenizer (k-means codebook) on a manifest and write its card directory"
 
@@ -36,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from anygpt.modality.demo import demo_tokenizer_class
 
     cls = demo_tokenizer_class(args.modality)
-    settings = {}
-    for kv in args.set:
-        key, sep, val = kv.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
-        settings[key.strip()] = yaml.safe_load(val)
+    settings = parse_assignments(args.set, "--set")
     for key in ("codebook_size", "image_size", "patch_size", "frames_per_second"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)

@@ -10,8 +10,10 @@ models (shorter outputs, a little cooler, images the best of 8 by read-back). A 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+from anygpt.config import build, to_dict
 
 OUTPUTS = ("text", "image", "speech", "music")
 
@@ -41,19 +43,15 @@ class GenerationSettings:
     min_new_tokens: int = 0
 
     def updated(self, overrides: dict[str, Any] | None) -> "GenerationSettings":
-        """A copy with ``overrides`` applied; unknown keys raise naming the known ones."""
+        """A copy with ``overrides`` applied, values converted to the field types (``"0.8"`` → 0.8);
+        an unknown key or a bad value raises one line naming it (:func:`anygpt.config.build`)."""
         if not overrides:
             return self
-        known = {f.name for f in fields(self)}
-        bad = sorted(set(overrides) - known)
-        if bad:
-            raise ValueError(f"unknown generation setting(s) {bad}; known: {', '.join(sorted(known))}")
-        types = {f.name: f.type for f in fields(self)}
-        cast = {"int": int, "float": float, "bool": bool}
-        return replace(self, **{k: cast[types[k]](v) for k, v in overrides.items()})
+        return build(GenerationSettings, self, overrides, what="generation setting")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as a plain dict (``anygpt_generation.json`` entries have these keys)."""
+        return to_dict(self)
 
 
 PRESETS: dict[str, dict[str, GenerationSettings]] = {

@@ -9,11 +9,13 @@ pre-processing and the tokenizer backend live in :mod:`anygpt.modality.seed2`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from anygpt.config import build, to_dict
 
 
 @dataclass
@@ -41,19 +43,12 @@ class Seed2Config:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Seed2Config":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown SEED-2 architecture keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
-        if "image_down_dims" in d:
-            d["image_down_dims"] = tuple(int(x) for x in d["image_down_dims"])
-        return cls(**d)
+        """From a card's ``architecture`` mapping; unknown keys and bad values raise naming them."""
+        return build(cls, d, what="SEED-2 architecture")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["image_down_dims"] = list(self.image_down_dims)
-        return d
+        """Plain values (lists for tuples), as a card's ``architecture``."""
+        return to_dict(self)
 
 
 # ----------------------------------------------------------------------------- EVA-CLIP ViT-g

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from anygpt.config import build, to_dict
 
 
 @dataclass
@@ -49,14 +51,12 @@ class SoundStormConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SoundStormConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SoundStorm config keys {sorted(unknown)}")
-        return cls(**d)
+        """From a speech card's ``soundstorm_config``; unknown keys and bad values raise naming them."""
+        return build(cls, d, what="SoundStorm config")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values, as a card's ``soundstorm_config``."""
+        return to_dict(self)
 
 
 # ----------------------------------------------------------------------------- conformer pieces

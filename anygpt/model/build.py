@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from anygpt.train.config import ModelConfig
+from anygpt.model.config import ModelConfig
 from anygpt.vocab import LAYOUT_FILE, VocabLayout, load_base_tokenizer
 
 log = logging.getLogger(__name__)

@@ -7,35 +7,16 @@ is written as ``OUT_DIR/config.yaml`` by every run.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import yaml
+from anygpt import config as configlib
+from anygpt.model.config import LoraConfig, ModelConfig
 
-
-@dataclass
-class LoraConfig:
-    r: int = 0  # 0 = no LoRA
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-
-
-@dataclass
-class ModelConfig:
-    base: str | None = None  # local dir or hub id of a causal LM
-    from_config: dict[str, Any] | None = None  # or a from-scratch model: {model_type: llama, hidden_size: …}
-    tokenizer: str | None = None  # grown tokenizer dir (anygpt vocab --out), or a base tokenizer + profile
-    profile: str | None = None  # grow the tokenizer with this layout profile when it is not grown yet
-    sizes: dict[str, int] | None = None  # per-modality codebook sizes for `profile`
-    attn_implementation: str = "sdpa"
-    freeze: str = "none"  # none | base_vocab (old embedding rows fixed) | all_but_new_rows
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    gradient_checkpointing: bool = False
+__all__ = ["TrainConfig", "ModelConfig", "LoraConfig", "DataConfig", "OptimConfig", "DeepSpeedConfig",
+           "CheckpointConfig", "LogConfig", "ExportConfig", "load_config", "save_config", "packaged_recipe"]
 
 
 @dataclass
@@ -142,58 +123,8 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown config key {where}{sorted(unknown)[0]!s}; valid: {', '.join(sorted(fields))}")
-    kw = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default) and value is not None:
-            kw[name] = _build(type(default), value, f"{where}{name}.")
-        else:
-            kw[name] = _coerce(value, hints[name], f"{where}{name}")
-    return cls(**kw)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Numbers written as YAML strings (``1e-4`` is a string in YAML 1.1) become numbers; a
-    value of the wrong kind is an error naming the key."""
-    args = set(typing.get_args(hint)) or {hint}
-    if value is None or isinstance(value, (dict, list)):
-        return value
-    for kind in (bool, int, float):
-        if kind in args:
-            if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
-                return value
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str) and kind is not bool:
-                try:
-                    return kind(value)
-                except ValueError:
-                    continue
-    if str in args and isinstance(value, (str, int, float)):
-        return str(value)
-    if args & {bool, int, float}:
-        raise ValueError(f"config key {key}: expected {' or '.join(sorted(a.__name__ for a in args if a is not type(None)))}, got {value!r}")
-    return value
-
-
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise ValueError(f"override {key}: {p} is not a section")
-    d[parts[-1]] = value
+        """Plain nested dicts and lists, as written to ``config.yaml``."""
+        return configlib.to_dict(self)
 
 
 RECIPES_DIR = Path(__file__).with_name("recipes")  # copies of train/tiny.yaml and train/sft_tiny.yaml
@@ -213,22 +144,12 @@ def packaged_recipe(path: str | os.PathLike) -> Path:
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A ``TrainConfig`` from a YAML recipe (or defaults when None) plus ``key=value`` overrides
-    (values parsed as YAML: ``steps=20``, ``data.train=[a,b]``, ``model.from_config.hidden_size=64``)."""
-    raw: dict = {}
-    if path is not None:
-        from anygpt.utils import read_yaml
-
-        raw = read_yaml(packaged_recipe(path), "recipe") or {}
-    for ov in overrides:
-        key, sep, val = ov.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {ov!r}: expected key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(val))
-    return _build(TrainConfig, raw, "").validate()
+    (values parsed as YAML: ``steps=20``, ``data.train=[a,b]``, ``model.from_config.hidden_size=64``),
+    validated. Bad keys and values raise one line naming them (:mod:`anygpt.config`)."""
+    return configlib.load(TrainConfig, None if path is None else packaged_recipe(path), overrides,
+                          file_kind="recipe").validate()
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (atomic)."""
-    from anygpt.utils import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML (atomic); :func:`load_config` reads it back equal."""
+    configlib.save(cfg, path)
