@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,25 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(FingerprintMismatch, match=r"s0\.parquet.*other"):
         build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / "recipe.yaml"), tok, layout, tmp_path / "out2")
+
+
+def test_bad_recipe_is_one_line_naming_the_file_and_key(grown_default, tmp_path, cli):
+    tok_dir = grown_default[0]
+    path = _write_recipe(tmp_path, {"datasets": [{"name": "a", "shards": "img", "modality": "image", "wieght": 2}]})
+    proc = cli("build-data", "--stage", "pretrain", "--recipe", path, "--tokenizer", tok_dir, "--out", tmp_path / "o",
+               check=False)
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
+    assert f"{path}: unknown recipe key wieght; valid: card, fingerprint" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    for recipe, says in (({"num_samples": "lots", "datasets": [{"name": "a", "shards": "s", "modality": "image"}]},
+                          "recipe key num_samples: expected int or null, got 'lots'"),
+                         ({"seed": 1}, "missing required recipe key datasets"),
+                         ({"datasets": []}, "a recipe needs a non-empty 'datasets' list")):
+        with pytest.raises(ValueError, match=f"recipe.yaml: {re.escape(says)}"):
+            PretrainRecipe.load(_write_recipe(tmp_path, recipe))
+    spec = PretrainRecipe.load(_write_recipe(tmp_path, {"datasets": [
+        {"name": "a", "shards": "img", "modality": "image", "weight": 2, "card": "/abs/card"}]})).datasets[0]
+    assert (spec.shards, spec.card, spec.weight) == (str(tmp_path / "img"), "/abs/card", 2.0)
 
 
 def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):

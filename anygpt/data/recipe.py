@@ -7,10 +7,11 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
+from anygpt import config as configlib
 from anygpt.data.alignment import Sample
 from anygpt.data.error_log import ErrorLog
-from anygpt.utils import read_yaml
 
 OVERLONG_POLICIES = ("drop", "error", "truncate")
 
@@ -41,44 +42,36 @@ class PretrainRecipe:
     loss_on: str = "assistant"
     max_length: int | None = None
     # a sample longer than max_length: "drop" (recorded in errors.jsonl), "error" (stop, naming it)
-    # or "truncate" (cut to max_length, counted in anygpt_data.json); see docs/data.md
+    # or "truncate" (cut to max_length, counted in anygpt_data.json); see data_pipeline/README.md
     overlong: str = "drop"
     instructions: str | None = None  # instruction pools (the reference's modules or a JSON export); default ours
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "PretrainRecipe":
-        """Read a YAML recipe; relative shard/card paths resolve against the recipe's folder."""
+    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> "PretrainRecipe":
+        """Read a YAML recipe plus ``a.b=c`` overrides (:mod:`anygpt.config`: an unknown key or a
+        value of the wrong type is one error naming the file and key); relative shard, card and
+        instruction paths resolve against the recipe's folder."""
         p = Path(path)
-        d = read_yaml(p, "recipe")
-        if not isinstance(d, dict) or not isinstance(d.get("datasets"), list) or not d["datasets"]:
+        recipe = configlib.load(cls, p, overrides, what="recipe", file_kind="recipe")
+        if not recipe.datasets:
             raise ValueError(f"{p}: a recipe needs a non-empty 'datasets' list")
-        known = set(cls.__dataclass_fields__) - {"datasets"}
-        unknown = set(d) - known - {"datasets"}
-        if unknown:
-            raise ValueError(f"{p}: unknown recipe keys {sorted(unknown)}; known: {sorted(known | {'datasets'})}")
-        specs = []
-        for i, ds in enumerate(d["datasets"]):
-            try:
-                spec = DatasetSpec(**ds)
-            except TypeError as e:
-                raise ValueError(f"{p}: datasets[{i}]: {e}") from None
+        for i, spec in enumerate(recipe.datasets):
             for key in ("shards", "card"):
                 v = getattr(spec, key)
                 if v is not None and not Path(v).is_absolute():
                     setattr(spec, key, str(p.parent / v))
             if not 0.0 <= spec.t2x_prob <= 1.0:
                 raise ValueError(f"{p}: datasets[{i}] t2x_prob must be in [0, 1]")
-            specs.append(spec)
-        if d.get("instructions") and not Path(d["instructions"]).is_absolute():
-            d["instructions"] = str(p.parent / d["instructions"])
-        names = [s.name for s in specs]
+        if recipe.instructions and not Path(recipe.instructions).is_absolute():
+            recipe.instructions = str(p.parent / recipe.instructions)
+        names = [s.name for s in recipe.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"{p}: dataset names must be unique, got {names}")
         try:
-            check_overlong_policy(d.get("overlong", "drop"))
+            check_overlong_policy(recipe.overlong)
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from None
-        return cls(specs, **{k: v for k, v in d.items() if k != "datasets"})
+        return recipe
 
 
 def check_overlong_policy(policy: str) -> None:

@@ -31,8 +31,9 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from anygpt import config as configlib
 from anygpt.data.conversations import media_ref
 from anygpt.data.synthesis_media import MEDIA_BACKENDS, MediaGenerator
 from anygpt.data.synthesis_text import DESCRIPTION, TEXT_BACKENDS, TextGenerator
@@ -72,19 +73,12 @@ class SynthesisConfig:
     flush_every: int = 16
 
     @classmethod
-    def load(cls, path: str | os.PathLike, overrides: dict | None = None) -> "SynthesisConfig":
-        import yaml
-
+    def load(cls, path: str | os.PathLike, overrides: dict | Sequence[str] | None = None) -> "SynthesisConfig":
+        """Read a YAML recipe plus overrides (a mapping or ``a.b=c`` strings; :mod:`anygpt.config`:
+        an unknown key or a value of the wrong type is one error naming the file and key);
+        relative tokenizer and card paths resolve against the recipe's folder."""
         p = Path(path)
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{p}: no such synthesis recipe") from None
-        d.update(overrides or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{p}: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        cfg = cls(**d)
+        cfg = configlib.load(cls, p, overrides or {}, what="synthesis recipe", file_kind="synthesis recipe")
         if cfg.tokenize:  # relative paths resolve against the recipe's folder
             tk = dict(cfg.tokenize)
             tk["tokenizer"] = str(p.parent / tk["tokenizer"]) if "tokenizer" in tk else None
