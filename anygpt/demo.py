@@ -217,7 +217,9 @@ class Demo:
     def do_data(self) -> None:
         import yaml
 
-        from anygpt.data.build import PretrainRecipe, build_pretrain_from_recipe, load_grown_tokenizer
+        from anygpt.data.pretrain import build_pretrain_from_recipe
+        from anygpt.data.recipe import PretrainRecipe
+        from anygpt.data.tokenizer import load_grown_tokenizer
         from anygpt.data.sft import build_sft
         from anygpt.modality.base import load_tokenizer
 

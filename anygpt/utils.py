@@ -1,4 +1,4 @@
-"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading, console output."""
+"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading and writing, console output."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -102,6 +102,30 @@ def read_jsonl(path: str | os.PathLike, lenient: bool = False) -> Iterator[tuple
             if isinstance(obj, ValueError) and not lenient:
                 raise obj
             yield n, obj
+
+
+def jsonl_line(record: Any) -> str:
+    """One JSONL line: ``record`` as compact JSON (non-ASCII kept as is; objects JSON cannot encode,
+    such as paths, as their ``str``) and a newline."""
+    return json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Write ``records`` as a JSONL file atomically (see :func:`atomic_write_bytes`): a reader sees
+    the old file or the complete new one."""
+    atomic_write_text(path, "".join(jsonl_line(r) for r in records))
+
+
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append ``record`` as one line and fsync, so a log survives a kill: a line is either whole on
+    disk or absent. One ``O_APPEND`` write per line keeps concurrent appenders from interleaving."""
+    data = jsonl_line(record).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:

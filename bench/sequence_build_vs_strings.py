@@ -1,6 +1,6 @@
 """Building alignment samples by id arithmetic vs the reference's way (samples/s).
 
-Ours: :func:`anygpt.data.build.render_alignments`, what ``build-data`` runs (codes → ids by array
+Ours: :func:`anygpt.data.alignment.render_alignments`, what ``build-data`` runs (codes → ids by array
 arithmetic, repeated text pieces tokenized once, the batch's other text in one tokenizer call;
 the same ids as rendering each sample alone with :func:`render_alignment`, checked here). Baseline: the reference's way — write the whole prompt with
 media as token strings (``[Human]: {instruction} <soim><👀12>…<eoim><eoh> [MMGPT]: {text}<eos>``)
@@ -38,7 +38,7 @@ def _base_tokenizer(d: Path):
 
 
 def main() -> None:
-    from anygpt.data.build import Pair, alignment_messages, render_alignment, render_alignments
+    from anygpt.data.alignment import Pair, alignment_messages, render_alignment, render_alignments
     from anygpt.data.instructions import draw_instruction
     from anygpt.data.templates import BatchRenderer, MediaCodes, get_template
     from anygpt.vocab import VocabLayout

@@ -152,7 +152,7 @@ def tiny_train_data(base_tokenizer_dir, tmp_path_factory) -> dict:
                 rows[k].append(v)
         path = root / name
         Dataset.from_dict(rows).save_to_disk(str(path))
-        write_data_info(path, layout, {modality: f"demo-{modality}"}, "chat@1")
+        write_data_info(path, {"layout": layout.to_dict(), "tokenizer_fingerprints": {modality: f"demo-{modality}"}, "template": "chat@1"})
         return str(path)
 
     return {"tokenizer": str(root / "tok"), "layout": layout,

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from anygpt.data.build import (DataMismatch, MixSource, Pair, PretrainRecipe, Sample, build_pretrain_from_recipe,
-                               build_pretrain_from_reference, check_data_info, mix, parse_reference_line,
-                               render_alignment)
+from anygpt.data.alignment import Pair, Sample, draw_direction, render_alignment
+from anygpt.data.datainfo import check_datasets, read_data_info
+from anygpt.data.mixture import MixSource, mix
+from anygpt.data.pairs import pairs_from_shards, parse_reference_line
+from anygpt.data.pretrain import build_pretrain_from_recipe, build_pretrain_from_reference
+from anygpt.data.recipe import PretrainRecipe
 from anygpt.data.shards import FingerprintMismatch, write_shard
 from anygpt.data.sft import build_sft
 from anygpt.data.templates import get_template
@@ -178,21 +182,41 @@ def test_recipe_cli_builds_mixed_alignment_set(grown_default, tmp_path, cli):
         assert row["length"] == len(row["input_ids"]) and trained[-1] == end
         if row["direction"] == "t2x":
             assert tuple(trained[:-1]) in spans
-    info = check_data_info(out, layout, {"image": "fp-img", "speech": "fp-sp"})
-    assert info["tokenizer_fingerprints"] == {"image": "fp-img", "speech": "fp-sp"} and info["template"] == "chat@1"
-    from anygpt.data.datainfo import check_datasets  # what training runs
-
+    # what training runs on the set: its layout and fingerprints are checked and merged
     assert check_datasets([str(out)], layout) == {"tokenizer_fingerprints": {"image": "fp-img", "speech": "fp-sp"},
                                                   "template": "chat@1"}
-    with pytest.raises(DataMismatch):
-        check_data_info(out, layout, {"image": "another"})
-    with pytest.raises(DataMismatch):
-        check_data_info(out, VocabLayout.from_profile("default", layout.base_vocab_size, {"image": 65}))
+    other = tmp_path / "other"  # a set whose image codes another tokenizer made
+    other.mkdir()
+    info = read_data_info(out)
+    (other / "anygpt_data.json").write_text(json.dumps({**info, "tokenizer_fingerprints": {"image": "another"}}))
+    with pytest.raises(ValueError, match="image tokenizer fingerprint another differs from fp-img"):
+        check_datasets([str(out), str(other)], layout)
+    with pytest.raises(ValueError, match="built for layout"):
+        check_datasets([str(out)], VocabLayout.from_profile("default", layout.base_vocab_size, {"image": 65}))
     # shards made by another tokenizer are refused, naming the shard
     recipe["datasets"][1]["fingerprint"] = "other"
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     with pytest.raises(FingerprintMismatch, match=r"s0\.parquet.*other"):
         build_pretrain_from_recipe(PretrainRecipe.load(tmp_path / "recipe.yaml"), tok, layout, tmp_path / "out2")
+
+
+def test_bad_recipe_is_one_line_naming_the_file_and_key(grown_default, tmp_path, cli):
+    tok_dir = grown_default[0]
+    path = _write_recipe(tmp_path, {"datasets": [{"name": "a", "shards": "img", "modality": "image", "wieght": 2}]})
+    proc = cli("build-data", "--stage", "pretrain", "--recipe", path, "--tokenizer", tok_dir, "--out", tmp_path / "o",
+               check=False)
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
+    assert f"{path}: unknown recipe key wieght; valid: card, fingerprint" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    for recipe, says in (({"num_samples": "lots", "datasets": [{"name": "a", "shards": "s", "modality": "image"}]},
+                          "recipe key num_samples: expected int or null, got 'lots'"),
+                         ({"seed": 1}, "missing required recipe key datasets"),
+                         ({"datasets": []}, "a recipe needs a non-empty 'datasets' list")):
+        with pytest.raises(ValueError, match=f"recipe.yaml: {re.escape(says)}"):
+            PretrainRecipe.load(_write_recipe(tmp_path, recipe))
+    spec = PretrainRecipe.load(_write_recipe(tmp_path, {"datasets": [
+        {"name": "a", "shards": "img", "modality": "image", "weight": 2, "card": "/abs/card"}]})).datasets[0]
+    assert (spec.shards, spec.card, spec.weight) == (str(tmp_path / "img"), "/abs/card", 2.0)
 
 
 def test_reference_pretrain_lines_ingest(grown_reference, tmp_path, cli):
@@ -420,7 +444,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     resumes an interrupted build: every way gives the rows the one-sample-at-a-time path gives."""
     import datasets
 
-    import anygpt.data.build as build
+    import anygpt.data.pretrain as pretrain
 
     _, tok, layout = grown_default
     rng = np.random.default_rng(1)
@@ -434,9 +458,9 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     t = get_template("chat")
     sources = []
     for spec in recipe.datasets:
-        pairs, _ = build.pairs_from_shards(spec.shards, spec.modality)
+        pairs, _ = pairs_from_shards(spec.shards, spec.modality)
         sources.append(MixSource(spec.name, spec.weight, len(pairs), lambda i, r, p=pairs, s=spec: render_alignment(
-            p[i], build.draw_direction(r, s.t2x_prob), t, tok, layout, r, s.name)))
+            p[i], draw_direction(r, s.t2x_prob), t, tok, layout, r, s.name)))
     want = [(s.input_ids, s.labels, s.source, s.direction) for s in mix(sources, num_samples=300, seed=5)]
 
     def rows(out):
@@ -448,7 +472,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "par", num_proc=2, chunk_rows=32, shard_rows=64)
     assert len(list((tmp_path / "par").glob("data-*-of-*.arrow"))) == 5 and rows(tmp_path / "par") == want
 
-    real_policy, calls = build.apply_length_policy, []
+    real_policy, calls = pretrain.apply_length_policy, []
 
     def dies_at_200(*args):
         calls.append(1)
@@ -456,7 +480,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
             raise KeyboardInterrupt
         return real_policy(*args)
 
-    monkeypatch.setattr(build, "apply_length_policy", dies_at_200)
+    monkeypatch.setattr(pretrain, "apply_length_policy", dies_at_200)
     with pytest.raises(KeyboardInterrupt):
         build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
     partial = tmp_path / ".res.partial"
@@ -464,7 +488,7 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
     calls.clear()
     build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
     assert len(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
-    assert check_data_info(tmp_path / "res", layout)["num_samples"] == 300
+    assert read_data_info(tmp_path / "res")["num_samples"] == 300
 
 
 def _write_recipe(tmp_path, recipe: dict) -> Path:

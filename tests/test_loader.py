@@ -92,3 +92,17 @@ def test_load_dataset_dir_names_the_problem(tmp_path):
     make_dataset(5, 1, "image").remove_columns(["labels"]).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(ValueError, match="labels"):
         load_dataset_dir(tmp_path / "d")
+
+
+def test_sample_lengths_follow_the_rows_the_dataset_shows():
+    """The plan's lengths are the rows' real token counts: of a shuffled selection (its index
+    mapping honoured), and from ``input_ids`` when a set has no ``length`` column."""
+    from anygpt.data.loader import sample_lengths
+
+    ds = make_dataset(50, 1, "image", seed=4).shuffle(seed=1).select(range(10, 40))
+    want = [len(x) for x in ds["input_ids"]]
+    assert sample_lengths(ds).tolist() == want
+    assert sample_lengths(ds.remove_columns("length")).tolist() == want
+    loader = MixtureLoader([ds], row_len=48, pack=False, shuffle=False, prefetch=0)
+    batch = next(iter(loader))
+    assert int((batch["segment_ids"] >= 0).sum()) == want[loader.epoch_plan(0)[0][0][0][1]]

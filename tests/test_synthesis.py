@@ -12,7 +12,8 @@ from PIL import Image
 
 from anygpt.data.conversations import check_conversation, referenced_media, split_media_refs
 from anygpt.data.shapes import analyse_image
-from anygpt.data.synthesis import DESCRIPTION, PromptedTextGenerator, SynthesisConfig, run_synthesis
+from anygpt.data.synthesis import SynthesisConfig, run_synthesis
+from anygpt.data.synthesis_text import DESCRIPTION, PromptedTextGenerator
 from anygpt.vocab import IGNORE_INDEX
 from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard
 from anygpt.vocab import VocabLayout, load_base_tokenizer

@@ -137,7 +137,7 @@ def test_export_carries_the_cards_the_data_recorded(tmp_path, capsys):
     card.write_text("backend: demo-image\nmodality: image\n")
     data = tmp_path / "data"
     data.mkdir()
-    write_data_info(data, layout, {"image": "fp"}, "chat@1")
+    write_data_info(data, {"layout": layout.to_dict(), "tokenizer_fingerprints": {"image": "fp"}, "template": "chat@1"})
     import json
 
     info_file = next(data.glob("*.json"))

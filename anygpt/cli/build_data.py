@@ -74,8 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anygpt.data.build import (PretrainRecipe, build_pretrain_from_recipe, build_pretrain_from_reference,
-                                   load_grown_tokenizer, read_data_info)
+    from anygpt.data.datainfo import read_data_info, summary_lines
+    from anygpt.data.pretrain import build_pretrain_from_recipe, build_pretrain_from_reference
+    from anygpt.data.recipe import PretrainRecipe
+    from anygpt.data.tokenizer import load_grown_tokenizer
 
     tok, layout = load_grown_tokenizer(args.tokenizer)
     if args.stage == "pretrain":
@@ -110,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
         out = build_sft(args.conversations, tok, layout, args.out, tokenizers, parse_mapping(args.shards, "--shards"),
                         args.template, args.max_length, args.skip_bad, args.overwrite, overlong=args.overlong,
                         card_paths=cards)
-    from anygpt.data.build import summary_lines
-
     info = read_data_info(out)
     for line in summary_lines(info):
         print(line)

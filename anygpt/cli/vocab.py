@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile is None:
         # an already grown tokenizer: ours (anygpt_layout.json) or a released AnyGPT directory,
         # recognised from its tokens; with --out it is written as a grown tokenizer directory
-        from anygpt.data.build import load_grown_tokenizer
+        from anygpt.data.tokenizer import load_grown_tokenizer
 
         tok, layout = load_grown_tokenizer(args.base)
     else:

@@ -1,1 +1,2 @@
-"""Training data: templates, instruction pools, code shards, sequence building, packing, loader, corpus."""
+"""Training data: templates, code shards, pretrain and SFT set building, data info, packing, loader, corpus,
+synthesis. The module map is in this folder's README.md."""

@@ -43,7 +43,7 @@ from anygpt.data.conversations import media_ref
 from anygpt.data.espeak import VOICES, speak
 from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, draw_melody_item
 from anygpt.data.shapes import COLOURS, SHAPES, analyse_image, draw_shape_item  # noqa: F401 (re-exported)
-from anygpt.utils import atomic_path, atomic_write_text
+from anygpt.utils import atomic_path, atomic_write_text, write_jsonl
 
 MODALITIES = ("image", "speech", "music")
 SPLITS = ("train", "eval")
@@ -190,7 +190,7 @@ def make_conversation(rng: random.Random, items: dict[str, Sequence[dict]], conv
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 

@@ -15,6 +15,7 @@ which ``python -m anygpt.data.instructions SRC OUT.json`` writes). ``anygpt buil
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import random
@@ -287,3 +288,13 @@ if __name__ == "__main__":  # python -m anygpt.data.instructions SRC OUT.json
         sys.exit(f"error: {e}")
     n = json.loads(written.read_text(encoding="utf-8"))
     print(f"wrote {written}: " + ", ".join(f"{d} {m} {len(v)}" for d, t in n.items() for m, v in t.items()))
+
+
+def instruction_source(path: str | os.PathLike | None) -> dict | None:
+    """What ``anygpt_data.json`` records about the instruction pools: their path and sha256 of the
+    phrasings (None: ours)."""
+    if not path:
+        return None
+    pools = load_instruction_pools(path)
+    digest = hashlib.sha256(json.dumps(sorted(pools.items()), ensure_ascii=False).encode()).hexdigest()
+    return {"path": str(path), "sha256": digest, "pools": {f"{m}/{d}": len(v) for (m, d), v in sorted(pools.items())}}

@@ -56,11 +56,23 @@ def _has_no_data_files(path: Path) -> bool:
     return isinstance(state, dict) and state.get("_data_files") == []
 
 
+def sample_lengths(ds) -> np.ndarray:
+    """Every sample's token count: the ``length`` column the build wrote, else the lengths of
+    ``input_ids``. Read as one Arrow column (a dataset's row selection is honoured), never row by
+    row through Python objects, which made opening the loader slow in proportion to the data. The
+    one source of lengths for :func:`check_sample_lengths` and :class:`MixtureLoader`'s plan."""
+    import pyarrow.compute as pc
+
+    table = ds.with_format("arrow")
+    col = table["length"] if "length" in ds.column_names else pc.list_value_length(table["input_ids"])
+    return col.to_numpy().astype(np.int64)
+
+
 def check_sample_lengths(path: str | os.PathLike, ds, seq_len: int, show: int = 3) -> None:
     """Refuse a set holding a sample longer than the training rows (``seq_len``): the packer would
     cut it silently. The error names the set and the samples (id, source); the fix is a build-time
     policy (recipe ``max_length`` with ``overlong: drop | error | truncate``, or ``--max-length``)."""
-    lengths = MixtureLoader._lengths(ds)
+    lengths = sample_lengths(ds)
     over = np.flatnonzero(lengths > seq_len)
     if not len(over):
         return
@@ -107,7 +119,7 @@ class MixtureLoader:
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.samples_per_epoch = samples_per_epoch or sum(len(d) for d in self.datasets)
         self.prefetch = prefetch
-        self.lengths = [self._lengths(d) for d in self.datasets]
+        self.lengths = [sample_lengths(d) for d in self.datasets]
         self.modality_names = self._names("modality")
         self.direction_names = self._names("direction")
         self.epoch, self.batch = 0, 0
@@ -117,12 +129,6 @@ class MixtureLoader:
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ plan
-    @staticmethod
-    def _lengths(ds) -> np.ndarray:
-        if "length" in ds.column_names:
-            return np.asarray(ds["length"], dtype=np.int64)
-        return np.asarray([len(x) for x in ds["input_ids"]], dtype=np.int64)
-
     def _names(self, column: str) -> list[str]:
         names: set[str] = set()
         for d in self.datasets:

@@ -18,10 +18,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from anygpt.data.build import ErrorLog, Sample, check_template, data_info, default_template, write_dataset
+from anygpt.data.alignment import Sample
 from anygpt.data.conversations import MediaRef, check_conversation, split_media_refs
-from anygpt.utils import read_jsonl
+from anygpt.data.datainfo import data_info
+from anygpt.data.error_log import ErrorLog
 from anygpt.data.templates import MediaCodes, Message, get_template, voice_response
+from anygpt.data.tokenizer import check_template, default_template
+from anygpt.data.writer import write_dataset
+from anygpt.utils import read_jsonl
 from anygpt.vocab import VocabLayout
 
 VOICE_INSTRUCTION = "Please acknowledge the user's vocal input, create a textual response"

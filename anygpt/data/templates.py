@@ -15,6 +15,10 @@ Templates:
   ``[Human]: {instruction} {X}<eoh> [MMGPT]: {text}<eos></s>``.
 - ``anygpt-chat``: the reference's chat format for its released checkpoints (``[MMGPT]``
   roles, system line, ``\\n`` between turns).
+
+One module over the usual ~350 lines on purpose: :meth:`Template.render` is :class:`BatchRenderer`
+on one conversation and the renderer walks the templates' pieces, so the two share one piece and
+label model; split apart they would import each other.
 """
 
 from __future__ import annotations

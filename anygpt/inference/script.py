@@ -19,7 +19,6 @@ on; the transcript is rewritten atomically after every turn.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from anygpt.inference.chat import Attachment, ChatSession, Reply
 from anygpt.inference.generation import MEDIA
 from anygpt.inference.settings import OUTPUTS
 from anygpt.modality.base import MediaError
-from anygpt.utils import atomic_write_text, read_jsonl
+from anygpt.utils import read_jsonl, write_jsonl
 
 
 @dataclass
@@ -97,7 +96,7 @@ def run_script(session: ChatSession, script: str | os.PathLike | list[ScriptTurn
         except (MediaError, FileNotFoundError, ValueError) as e:
             rec = {"turn": i, "text": "", "media": [], "raw": "", "error": str(e)}
         records.append(rec)
-        atomic_write_text(transcript, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_jsonl(transcript, records)
     return records
 
 

@@ -32,7 +32,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from anygpt.utils import atomic_write_text
+from anygpt.utils import append_jsonl, atomic_write_text
 
 CONTRACT_FILE = "run_contract.json"
 CHANGES_FILE = "resume_changes.jsonl"
@@ -137,9 +137,8 @@ def check_resume(cfg: Any, out_dir: Path, world_size: int, schedule: Callable[[A
     lines += _schedule_note(old["config"], cfg, schedule, out_dir)
     if rank == 0 and diff:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with open(out_dir / CHANGES_FILE, "a", encoding="utf-8") as f:
-            for k, a, b in diff:
-                f.write(json.dumps({"time": when, "key": k, "old": a, "new": b}) + "\n")
+        for k, a, b in diff:
+            append_jsonl(out_dir / CHANGES_FILE, {"time": when, "key": k, "old": a, "new": b})
         atomic_write_text(path, json.dumps(new, indent=1, sort_keys=True))
     return lines
 

@@ -9,7 +9,6 @@ no sparsity: H100 bf16 989 TFLOP/s, A100 bf16 312 TFLOP/s, other GPUs 100 TFLOP/
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-log = logging.getLogger(__name__)
+from anygpt.utils import append_jsonl, read_jsonl
 
+log = logging.getLogger(__name__)
 
 
 def default_peak_flops() -> float:
@@ -97,8 +97,7 @@ class MetricsLog:
         if self.rank != 0:
             return
         rec = {"step": step, "split": split, "time": round(time.time() - self.t0, 3), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_jsonl(self.path, rec)
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
@@ -121,8 +120,7 @@ def plot_losses(metrics_jsonl: Path, out_png: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     series: dict[str, tuple[list, list]] = {}
-    for line in metrics_jsonl.read_text().splitlines():
-        rec = json.loads(line)
+    for _, rec in read_jsonl(metrics_jsonl):
         for k, v in rec.items():
             if k == "loss" or k.startswith(("modality/", "direction/", "dataset/")):
                 xs, ys = series.setdefault(f"{rec['split']} {k}", ([], []))

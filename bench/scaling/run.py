@@ -62,7 +62,9 @@ def _shards(d: Path, n_pairs: int) -> None:
 
 
 def child_build(tok: str, recipe: str, out: str, num_proc: int) -> None:
-    from anygpt.data.build import PretrainRecipe, build_pretrain_from_recipe, load_grown_tokenizer
+    from anygpt.data.pretrain import build_pretrain_from_recipe
+    from anygpt.data.recipe import PretrainRecipe
+    from anygpt.data.tokenizer import load_grown_tokenizer
 
     t, layout = load_grown_tokenizer(tok)
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from anygpt.eval.metrics import mean_interval, ratio_interval
+from anygpt.utils import append_jsonl
 
 class NotScored(Exception):
     """A metric cannot be computed (missing local model, missing tool): the message says why."""
@@ -154,13 +155,7 @@ class ItemLog:
         return self
 
     def _append(self, obj: dict) -> None:
-        data = (json.dumps(obj, default=str, ensure_ascii=False) + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.path, obj)
 
     def add(self, record: dict) -> None:
         """Append one finished item (``record["id"]`` required)."""
