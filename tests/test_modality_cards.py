@@ -59,7 +59,7 @@ def test_hf_dataset_manifest(tmp_path):
 
     rows = pq.read_table(tmp_path / "out" / "shard-00000.parquet").to_pylist()
     assert [r["id"] for r in rows] == ["0", "1", "2"] and [r["text"] for r in rows] == ["a", "b", "c"]
-    from anygpt.media import load_image
+    from anygpt.modality.media import load_image
 
     assert rows[0]["codes"] == tok.encode([load_image(paths[0], 64)])[0].tolist()
     summary = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_fixtures import shape_image, vowel, write_images, write_manifest  # noqa: E402
 
-from anygpt import media  # noqa: E402
+from anygpt.modality import media  # noqa: E402
 from anygpt.modality.base import MediaError, load_tokenizer  # noqa: E402
 from anygpt.modality.demo import DemoImageTokenizer, DemoMusicTokenizer, DemoSpeechTokenizer  # noqa: E402
 from anygpt.modality.flatten import flatten_frame_major, unflatten_frame_major  # noqa: E402

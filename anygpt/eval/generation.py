@@ -175,7 +175,7 @@ def reference_generate_batch(bundle: Any, prompts: list[list[int]], output_modal
         max_new = int(settings["max_new_tokens"])
     elif fixed:
         max_new = fixed + 1
-    elif output_modality != "text" and getattr(mt, "frames_per_second", None) and getattr(mt, "max_seconds", None):
+    elif mt is not None and mt.frames_per_second and mt.max_seconds:
         max_new = int(mt.frames_per_second * mt.max_seconds) + 1
     else:
         max_new = 64 if output_modality == "text" else 256

@@ -40,7 +40,8 @@ from anygpt.eval.evalset import EvalItem, EvalSet, find_manifest
 from anygpt.eval.generation import (
     Generator, build_prompt, decoding_settings, generated_text, media_codes, resolve_generator, task_content,
 )
-from anygpt.utils import atomic_path, atomic_write_text, safe_name
+from anygpt.modality.media import save_audio, save_image
+from anygpt.utils import atomic_write_text, safe_name
 
 TASK_IO: dict[str, tuple[str, str]] = {
     "image_to_text": ("image", "text"),
@@ -120,7 +121,7 @@ def _load_item(ctx: _Ctx, tok: Any, it: EvalItem) -> Any:
     if tok.modality == "image":
         return tok.load_media(it.path)
     from anygpt.inference.settings import InputWindow, input_window, resolve_window
-    from anygpt.media import audio_duration
+    from anygpt.modality.media import audio_duration
 
     a = it.attributes
     if a.get("start") is not None or a.get("length") is not None:
@@ -183,20 +184,15 @@ def _decode(ctx: _Ctx, modality: str, items: Sequence[EvalItem], codes: Sequence
 
 def save_media(media: Any, path: Path, sample_rate: int | None = None) -> Path:
     """A PIL image as PNG, or a mono waveform as 16-bit WAV (atomic)."""
-    with atomic_path(path) as tmp:
-        if hasattr(media, "save"):
-            media.save(tmp, format="PNG")
-        else:
-            import soundfile as sf
-
-            sf.write(str(tmp), np.asarray(media, dtype=np.float32).reshape(-1), int(sample_rate or 16000), format="WAV", subtype="PCM_16")
-    return path
+    if hasattr(media, "save"):
+        return save_image(media, path)
+    return save_audio(media, int(sample_rate or 16000), path)
 
 
 def _samples(ctx: _Ctx, task: str, decoded: Sequence[tuple[EvalItem, list[int], Any]], modality: str) -> dict[str, str]:
     """Write the first few generated media; ``{item id: path relative to OUT}``."""
     ext = "png" if modality == "image" else "wav"
-    rate = getattr(ctx.tokenizer(modality), "sample_rate", None)
+    rate = ctx.tokenizer(modality).sample_rate
     out = {}
     for it, _, media in decoded[: ctx.cfg.n_samples]:
         rel = Path("samples") / task / f"{safe_name(it.id)}.{ext}"
@@ -518,7 +514,7 @@ def clap_score(model_dir: str | os.PathLike, texts: Sequence[str], waves: Sequen
     import torch
     from transformers import ClapModel, ClapProcessor
 
-    from anygpt.media import resample
+    from anygpt.modality.media import resample
 
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"{model_dir}: --clap-model must be a local model directory")

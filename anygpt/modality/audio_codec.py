@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from anygpt.media import check_waveform
+from anygpt.modality.media import check_waveform
 
 
 def pad_batch(wavs: Sequence[np.ndarray], device: str, multiple: int = 1) -> tuple[torch.Tensor, list[int]]:

@@ -27,14 +27,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.modality import media
+from anygpt.modality.media import MediaError  # noqa: F401  (re-exported: part of the protocol)
+
 CARD_FILE = "card.yaml"
 MODALITIES = ("image", "speech", "music")
 # codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
 WINDOW_TOKENS = 4000
-
-
-class MediaError(ValueError):
-    """Unreadable or invalid media; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,7 @@ class ModalityTokenizer(abc.ABC):
     max_seconds: float | None = None  # audio longer than this is rejected
     resize_policy: str = "resize"  # images: "resize" (no crop, as the reference) or "center-crop"
     any_modality: bool = False  # True: a card may use this backend for another modality (general audio)
+    takes_voice_prompt: bool = False  # True: ``decode(codes, voice_prompt=PATH)`` decodes in that voice
 
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
@@ -159,15 +159,14 @@ class ModalityTokenizer(abc.ABC):
     @abc.abstractmethod
     def decode(self, codes: Sequence[int] | np.ndarray) -> Any:
         """Codes of one item → media (a PIL image, or a float32 mono waveform at ``sample_rate``).
-        Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised."""
+        Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised.
+        Backends with :attr:`takes_voice_prompt` also take ``voice_prompt`` (an audio file path)."""
 
     def encode_files(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
         """Read media files (with this tokenizer's I/O settings) and encode them as one batch."""
         return self.encode([self.load_media(p) for p in paths])
 
     def load_media(self, path: str | os.PathLike) -> Any:
-        from anygpt import media
-
         if self.modality == "image":
             return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
@@ -175,8 +174,6 @@ class ModalityTokenizer(abc.ABC):
     def load_window(self, path: str | os.PathLike, start: float = 0.0, length: float | None = None) -> Any:
         """Audio: only ``length`` seconds from ``start`` (a long recording's window), with this
         tokenizer's rate and ``max_seconds`` limit applied to the window. Images have no windows."""
-        from anygpt import media
-
         if self.modality == "image":
             raise ValueError(f"{path}: a window (start, length) applies to audio, not images")
         return media.load_audio(path, self.sample_rate, self.max_seconds, start=start, length=length)
@@ -196,8 +193,6 @@ class ModalityTokenizer(abc.ABC):
         return min(limits) if limits else None
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:
-        from anygpt import media
-
         if self.modality == "image":
             return media.save_image(item, path)
         return media.save_audio(item, self.sample_rate, path)

@@ -55,7 +55,7 @@ def iter_fit_items(items: Any, load) -> Iterable[Any]:
     """Items for ``fit``: a JSONL manifest path (``{"path": ...}`` per line), or an iterable of
     in-memory media and/or media paths. ``load(path)`` reads one path; unreadable files are
     skipped with a warning."""
-    from anygpt.modality.base import CodeLayout, MediaError
+    from anygpt.modality.media import MediaError
     from anygpt.utils import read_jsonl
 
     def safe_load(path):
@@ -156,7 +156,7 @@ class DemoImageTokenizer(DemoTokenizer):
 
     def _patches(self, images: Sequence[Any]) -> torch.Tensor:
         """Images → (B * grid², patch_size² * 3) floats in [0, 1]."""
-        from anygpt.media import resize_image, to_rgb
+        from anygpt.modality.media import resize_image, to_rgb
 
         arr = np.stack([np.asarray(resize_image(to_rgb(im), self.image_size, self.resize_policy), dtype=np.float32)
                         for im in images]) / 255.0
@@ -185,7 +185,7 @@ class DemoImageTokenizer(DemoTokenizer):
             image_size: int = 64, patch_size: int = 8, resize_policy: str = "resize", iters: int = 20,
             seed: int = 0) -> "DemoImageTokenizer":
         """Fit the patch codebook on images (PIL images, paths, or a JSONL manifest path)."""
-        from anygpt.media import load_image
+        from anygpt.modality.media import load_image
 
         settings = {"image_size": int(image_size), "patch_size": int(patch_size), "resize_policy": resize_policy}
         proto = cls(np.zeros((1, patch_size * patch_size * 3), np.float32), settings)
@@ -239,7 +239,7 @@ class DemoAudioTokenizer(DemoTokenizer):
 
     def frames(self, batch: Sequence[Any]) -> list[torch.Tensor]:
         """Log-mel frames of each waveform (what the codebook quantises)."""
-        from anygpt.media import check_waveform
+        from anygpt.modality.media import check_waveform
 
         return [self._log_mel(check_waveform(np.asarray(w, dtype=np.float32).reshape(-1), f"{self.name} item")) for w in batch]
 
@@ -291,7 +291,7 @@ class DemoAudioTokenizer(DemoTokenizer):
         """Fit the frame codebook on waveforms (float32 arrays at ``sample_rate``, paths, or a
         JSONL manifest path). ``settings`` override the class defaults (``sample_rate``,
         ``frames_per_second``, ``n_mels``, ``n_fft``, ``pool``, ``griffin_lim_iters``, ``max_seconds``)."""
-        from anygpt.media import load_audio
+        from anygpt.modality.media import load_audio
 
         unknown = set(settings) - set(cls.settings_keys)
         if unknown:

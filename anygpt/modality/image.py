@@ -94,7 +94,7 @@ class JanusVQTokenizer(ModalityTokenizer):
         return {**super().state_for_fingerprint(), "resize_policy": self.resize_policy}
 
     def _pixels(self, images: Sequence[Any]) -> torch.Tensor:
-        from anygpt.media import resize_image, to_rgb
+        from anygpt.modality.media import resize_image, to_rgb
 
         arr = np.stack([np.asarray(resize_image(to_rgb(im), self.image_size, self.resize_policy), dtype=np.float32)
                         for im in images])

@@ -96,6 +96,7 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         return [codes[i, : n_frames(n, self.hop)].astype(np.int64) for i, n in enumerate(lengths)]
 
     voice = None  # a SoundStorm VoiceDecoder filling layers 1-7 (reference-style voice-prompted decoding)
+    takes_voice_prompt = True  # used when the card names a SoundStorm; without one decode warns it is ignored
 
     @torch.inference_mode()
     def decode(self, codes, voice_prompt: str | None = None) -> np.ndarray:
