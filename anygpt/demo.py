@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from anygpt.utils import atomic_write_text
-
-MODALITIES = ("image", "speech", "music")
+from anygpt.vocab import MODALITIES
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """VocabLayout: the one source of truth for added tokens and id ranges.
 
 A multimodal LLM here is an unchanged text LLM whose vocabulary is extended with
-special markers and, per modality, a contiguous block of code tokens followed by that
+role markers and, per modality, a contiguous block of code tokens followed by that
 modality's start and end markers. Codes map to ids by arithmetic (``first_id + code``),
 never by tokenizing strings; token strings (``<soim><👀12>…<eoim>``) exist only for
 interchange with the reference system's data files.
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 LAYOUT_FILE = "anygpt_layout.json"
+# The media modalities, in the reference's vocabulary order: the one list every layer uses.
+MODALITIES: tuple[str, ...] = ("image", "speech", "music")
 
 # Reference token prefixes (U+1F440, U+1F5E3 U+FE0F, U+1F3B6).
 IMAGE_PREFIX = "\U0001F440"
@@ -103,7 +105,7 @@ class VocabLayout:
         if sizes:
             unknown = set(sizes) - {m.name for m in mods}
             if unknown:
-                raise ValueError(f"unknown modality {sorted(unknown)}; known: image, speech, music")
+                raise ValueError(f"unknown modality {sorted(unknown)}; known: {', '.join(MODALITIES)}")
             mods = [ModalitySpec(m.name, sizes.get(m.name, m.size), m.prefix, m.start, m.end) for m in mods]
             mods = [m for m in mods if m.size > 0]
         spec = PROFILES[profile]
@@ -329,8 +331,10 @@ class VocabLayout:
         clash = [t for t in tokens if t in vocab]
         if clash:
             raise ValueError(f"tokens already in the base vocabulary: {clash[:5]}; choose another profile")
-        # Markers are special (never split, kept whole when decoding); codes are plain added tokens
-        # exactly as the reference added them.
+        # Markers and codes alike are plain (not special) added tokens, exactly as the reference
+        # added them: an added token is never split either way, and plain ones survive
+        # ``decode(skip_special_tokens=True)``, so token strings round-trip. Ids come from the
+        # layout's arithmetic, never from this tokenizer.
         tokenizer.add_tokens(tokens, special_tokens=False)
         got = tokenizer.convert_tokens_to_ids([tokens[0], tokens[-1]])
         if got != [self.base_vocab_size, self.vocab_size - 1] or len(tokenizer) != self.vocab_size:
@@ -492,8 +496,8 @@ def sentencepiece_tokenizer(model_file: str | os.PathLike):
     """A fast Hugging Face tokenizer that encodes like ``SentencePieceProcessor.encode`` on
     ``model_file``: the model's own type (unigram or BPE), normaliser, unknown piece and byte
     fallback. (``LlamaTokenizer.from_pretrained`` on a bare ``.model`` rebuilds it as a BPE with
-    byte fallback assumed and no unknown token, so a model trained without byte fallback silently
-    dropped every character it had not seen: "ZEBRA" → "RA", issue 15.) Text the model cannot
+    byte fallback assumed and no unknown token, so a model trained without byte fallback would
+    silently drop every character it had not seen: "ZEBRA" → "RA".) Text the model cannot
     represent becomes its unknown piece, visible in the ids and counted by ``build-data``.
     No beginning-of-sequence token is added by ``encode``: the chat templates add it."""
     from sentencepiece import sentencepiece_model_pb2

@@ -15,11 +15,13 @@ import argparse
 
 import yaml
 
+from anygpt.vocab import MODALITIES
+
 HELP = "fit a demo tokenizer (k-means codebook) on a manifest and write its card directory"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modality", required=True, choices=["image", "speech", "music"])
+    p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--manifest", required=True, help='JSONL with {"path": ...} per line (paths relative to the file)')
     p.add_argument("--out", required=True, help="directory to write card.yaml + codebook.safetensors")
     p.add_argument("--codebook-size", type=int, help="codes the LLM sees (default: image 512, speech 1024, music 512)")

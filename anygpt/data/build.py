@@ -39,10 +39,11 @@ from anygpt.data.instructions import Pools, draw_instruction, load_instruction_p
 from anygpt.data.templates import BatchRenderer, MediaCodes, Message, Template, get_template
 from anygpt.utils import atomic_write_text, read_jsonl, read_yaml
 from anygpt.vocab import LAYOUT_FILE, VocabLayout, load_base_tokenizer
+from anygpt.vocab import MODALITIES
 
 ERRORS_FILE = "errors.jsonl"
 DIRECTIONS = ("x2t", "t2x")
-REFERENCE_MEDIA_KEYS = ("image", "speech", "music")
+REFERENCE_MEDIA_KEYS = MODALITIES  # the reference JSONL names its media keys after the modalities
 
 
 class DataMismatch(ValueError):

@@ -44,8 +44,8 @@ from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, draw_melody_item
 from anygpt.data.shapes import COLOURS, SHAPES, analyse_image, draw_shape_item  # noqa: F401 (re-exported)
 from anygpt.modality.media import save_audio, save_image
 from anygpt.utils import atomic_write_text
+from anygpt.vocab import MODALITIES
 
-MODALITIES = ("image", "speech", "music")
 SPLITS = ("train", "eval")
 SPEECH_SAMPLE_RATE = 16000
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from anygpt.data.instructions import draw_instruction
 from anygpt.data.templates import MediaCodes, Message
+from anygpt.vocab import MODALITIES
 
 Generator = Callable[..., list[list[int]]]
 
@@ -37,7 +38,7 @@ GREEDY = {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "rep
 SAMPLE_T1 = {**GREEDY, "do_sample": True}
 BEST_OF_8 = {**SAMPLE_T1, "temperature": 0.8, "best_of": 8}
 BEAM_3 = {**GREEDY, "num_beams": 3}
-_MODS = ("text", "image", "speech", "music")
+_MODS = ("text", *MODALITIES)
 PRESETS: dict[str, dict[str, dict]] = {
     # images: the best of 8 samples at temperature 0.8 by the model's own reading of them (demo models, 160
     # fresh held-out prompts: 0.64–0.66 colour+shape with one sample at temperature 1 → 0.79–0.81)

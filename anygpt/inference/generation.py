@@ -32,8 +32,7 @@ from anygpt.data.packing import Sample, pad_batch, token_losses
 from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.constraints import ModalityLogitsProcessor, rules_from_bundle
 from anygpt.inference.settings import GenerationSettings
-
-MEDIA = ("image", "speech", "music")
+from anygpt.vocab import MODALITIES as MEDIA
 
 
 def build_prompt_ids(

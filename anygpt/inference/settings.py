@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-OUTPUTS = ("text", "image", "speech", "music")
+from anygpt.vocab import MODALITIES
+
+OUTPUTS = ("text", *MODALITIES)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ from typing import Any
 
 from anygpt.inference.chat import Attachment, ChatSession
 from anygpt.modality.base import MediaError
+from anygpt.vocab import MODALITIES
 
-OUTPUT_CHOICES = ["auto", "text", "image", "speech", "music"]
+OUTPUT_CHOICES = ["auto", "text", *MODALITIES]
 
 
 @dataclass

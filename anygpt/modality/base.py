@@ -31,7 +31,6 @@ from anygpt.modality import media
 from anygpt.modality.media import MediaError  # noqa: F401  (re-exported: part of the protocol)
 
 CARD_FILE = "card.yaml"
-MODALITIES = ("image", "speech", "music")
 # codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
 WINDOW_TOKENS = 4000
 
