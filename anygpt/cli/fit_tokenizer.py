@@ -35,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anygpt.modality.demo import demo_tokenizer_class
+    from anygpt.modality.kmeans_tokenizer import kmeans_tokenizer_class
 
-    cls = demo_tokenizer_class(args.modality)
+    cls = kmeans_tokenizer_class(args.modality)
     settings = {}
     for kv in args.set:
         key, sep, val = kv.partition("=")

@@ -4,7 +4,7 @@ A backend turns media into modality-local integer codes (what the LLM sees, afte
 multi-codebook flattening) and back. Backends register by name::
 
     @register_backend("demo-image")
-    class DemoImageTokenizer(ModalityTokenizer): ...
+    class KMeansImageTokenizer(ModalityTokenizer): ...
 
 A *card* names a tokenizer: a YAML file, or a directory holding ``card.yaml``, with at least
 ``backend`` and ``modality``; paths inside it are relative to the card's folder::
@@ -21,6 +21,7 @@ import abc
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -65,6 +66,33 @@ class CodeLayout:
     def frame(self) -> int:
         """Codes per frame: a span may end only after a whole frame."""
         return self.layers_in_sequence
+
+
+def repair_codes(codes: Sequence[int] | np.ndarray, layout: CodeLayout, what: str, filler: int = 0) -> np.ndarray:
+    """The one repair policy for a single stream of codes (``layout.layers_in_sequence == 1``),
+    which every backend's ``decode`` applies, so chat, serve, eval and detokenize all see the same
+    repaired media. Codes outside ``[0, layer_size)`` are replaced by ``filler`` when the item has
+    a fixed length (a code's position means something: an image patch) and dropped when it is
+    free-length (a stream keeps its order, as :func:`~anygpt.modality.flatten.unflatten_frame_major`
+    drops misplaced frame-major tokens); a fixed-length item is then padded with ``filler`` or
+    truncated. Each repair warns once, naming ``what``; nothing raises."""
+    if layout.layers_in_sequence != 1:
+        raise ValueError(f"{what}: {layout.layers_in_sequence} interleaved layers; repair them with unflatten_frame_major")
+    arr = np.asarray(list(codes) if not isinstance(codes, np.ndarray) else codes, dtype=np.int64).reshape(-1)
+    size, length = layout.layer_size, layout.fixed_length
+    bad = (arr < 0) | (arr >= size)
+    if bad.any():
+        if length is None:
+            warnings.warn(f"{what}: dropped {int(bad.sum())} code(s) outside [0, {size})", stacklevel=3)
+            arr = arr[~bad]
+        else:
+            warnings.warn(f"{what}: {int(bad.sum())} code(s) outside [0, {size}) replaced with {filler}", stacklevel=3)
+            arr = np.where(bad, filler, arr)
+    if length is not None and arr.size != length:
+        warnings.warn(f"{what}: got {arr.size} codes, expected {length}; "
+                      f"{'padded with ' + str(filler) if arr.size < length else 'truncated'}", stacklevel=3)
+        arr = np.concatenate([arr, np.full(max(0, length - arr.size), filler, dtype=np.int64)])[:length]
+    return arr
 
 
 @dataclass
@@ -268,7 +296,7 @@ def _import_backends() -> None:
     """Import the backend modules so they register (each guards its optional dependencies)."""
     import importlib
 
-    for mod in ("demo", "speech", "music", "image", "seed2"):
+    for mod in ("kmeans_tokenizer", "speech", "music", "image", "seed2"):
         try:
             importlib.import_module(f"anygpt.modality.{mod}")
         except ModuleNotFoundError as e:

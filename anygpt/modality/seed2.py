@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend, repair_codes
 from anygpt.modality.media import load_image
 from anygpt.modality.seed2_net import Seed2Config, Seed2Quantizer
 from anygpt.weights import load_torch_file
@@ -190,15 +189,7 @@ class Seed2ImageTokenizer(ModalityTokenizer):
         return [c for c in codes]
 
     def _repair(self, codes: Sequence[int] | np.ndarray) -> torch.Tensor:
-        arr = np.asarray(codes, dtype=np.int64).reshape(-1)
-        n, size = self.code_layout.fixed_length, self.code_layout.n_codes
-        if arr.size != n:
-            warnings.warn(f"seed2: got {arr.size} image codes, expected {n}; {'truncating' if arr.size > n else 'repeating the last code'}")
-            arr = arr[:n] if arr.size > n else np.concatenate([arr, np.full(n - arr.size, arr[-1] if arr.size else 0)])
-        if (arr < 0).any() or (arr >= size).any():
-            warnings.warn(f"seed2: image codes outside [0, {size}) clamped")
-            arr = arr.clip(0, size - 1)
-        return torch.from_numpy(arr)[None].to(self.device)
+        return torch.from_numpy(repair_codes(codes, self.code_layout, "seed2 decode"))[None].to(self.device)
 
     def embed(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
         """Codes of one image → its ``[embed_dim]`` unCLIP image embedding (float32)."""
