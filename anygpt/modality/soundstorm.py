@@ -16,6 +16,10 @@ Example::
     prompt = prompt_codes_from_audio(st_model, wav, 16000, max_seconds=3.0)      # [8, Tp]
     codes8 = semantic_to_acoustic(storm, st_model, layer0_codes, prompt, steps=3)  # [8, T]
     wav = st_model.decode(torch.from_numpy(codes8)[:, None, :])
+
+Why one long module: it is an architecture port bound to one checkpoint's parameter names (the
+conformer, the MaskGIT sampler that drives it, and the voice-prompt glue that feeds it). Split,
+a reader checking names against the checkpoint would have to follow them across files.
 """
 
 from __future__ import annotations
