@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Callable
 
 from anygpt.utils import atomic_write_text
+from anygpt.vocab import MODALITIES
 
 logger = logging.getLogger(__name__)
-
-MODALITIES = ("image", "speech", "music")
 
 
 @dataclass
@@ -153,12 +152,12 @@ class Demo:
                      progress=sys.stderr.isatty(), workers=c.nproc)
 
     def do_tokenizers(self) -> None:
-        from anygpt.modality.demo import demo_tokenizer_class
+        from anygpt.modality.kmeans_tokenizer import kmeans_tokenizer_class
 
         c = self.cfg
         sizes = {"image": c.image_codebook, "speech": c.speech_codebook, "music": c.music_codebook}
         for m in MODALITIES:
-            cls = demo_tokenizer_class(m)
+            cls = kmeans_tokenizer_class(m)
             tok = cls.fit(self.manifest(m, "train"), self.card(m), codebook_size=sizes[m], seed=c.seed)
             self.log(f"  {m}: {tok.codebook_size} codes, fingerprint {tok.fingerprint}")
 

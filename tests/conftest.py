@@ -178,14 +178,14 @@ def image_tok_dir(tmp_path_factory) -> Path:
     """A demo-image tokenizer card dir fitted on 20 shape pictures (32 codes; seconds)."""
     import numpy as np
 
-    from anygpt.modality.demo import DemoImageTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer
 
     sys.path.insert(0, str(REPO / "tests"))
     from modality_fixtures import shape_image
 
     d = tmp_path_factory.mktemp("img_tok")
     rng = np.random.default_rng(1)
-    DemoImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=32, iters=5)
+    KMeansImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=32, iters=5)
     return d
 
 
@@ -194,14 +194,14 @@ def speech_tok_dir(tmp_path_factory) -> Path:
     """A demo-speech tokenizer card dir fitted on 10 synthetic vowels (32 codes; seconds)."""
     import numpy as np
 
-    from anygpt.modality.demo import DemoSpeechTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansSpeechTokenizer
 
     sys.path.insert(0, str(REPO / "tests"))
     from modality_fixtures import vowel
 
     d = tmp_path_factory.mktemp("sp_tok")
     rng = np.random.default_rng(2)
-    DemoSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
+    KMeansSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
     return d
 
 

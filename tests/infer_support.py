@@ -2,11 +2,11 @@
 
 ``test-image`` maps 4 codes to a 2×2 grid of palette colours; ``test-audio`` maps codes to sine
 tones (``n_q`` layers frame-major: layer 0 = pitch, others = loudness). They are real encoders and
-decoders (a file round-trips to recognisable codes), just tiny. ``make_bundle`` builds a random
-2-layer Llama grown with a ``default``-profile layout, saved as an exported bundle directory.
-
-To switch the fixture to helper A's demo tokenizers, pass their card dirs as ``cards=`` to
-:func:`make_bundle` (sizes are read from the tokenizers).
+decoders (a file round-trips to recognisable codes), just tiny, and read and write files through
+the package's media I/O (the protocol's default ``load_media``/``save_media``). ``make_bundle``
+builds a random 2-layer Llama grown with a ``default``-profile layout, saved as an exported bundle
+directory. To use the real ``demo`` tokenizers instead, pass their card dirs (the conftest
+fixtures) as ``cards=`` to :func:`make_bundle` (sizes are read from the tokenizers).
 
 Run as a script, it registers the backends and then runs ``anygpt`` (for child processes)::
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anygpt.modality.base import CodeLayout, MediaError, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, _REGISTRY, register_backend
 
 LEVELS = np.array([0, 85, 170, 255])
 
@@ -40,15 +40,6 @@ class GridImageTokenizer(ModalityTokenizer):
     tokens_per_item = 4
     image_size = 16
     code_layout = CodeLayout(1, 16, 4)
-
-    def load_media(self, path):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB").resize((self.image_size, self.image_size))
-        except (UnidentifiedImageError, OSError) as e:
-            raise MediaError(f"{path}: not a readable image ({e.__class__.__name__})") from None
 
     def encode(self, batch):
         out = []
@@ -70,10 +61,6 @@ class GridImageTokenizer(ModalityTokenizer):
         grid[..., 1] = LEVELS[c % 4].reshape(2, 2)
         grid[..., 2] = 128
         return Image.fromarray(grid).resize((64, 64), Image.NEAREST)
-
-    def save_media(self, item, path):
-        item.save(path)
-        return Path(path)
 
 
 @_register("test-audio")
@@ -98,21 +85,6 @@ class ToneAudioTokenizer(ModalityTokenizer):
     @property
     def code_layout(self):
         return CodeLayout(self.n_q, self.layer_size)
-
-    def load_media(self, path):
-        import soundfile as sf
-
-        try:
-            wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        except Exception as e:  # soundfile raises several types for a bad file
-            raise MediaError(f"{path}: not a readable audio file ({e})") from None
-        wav = wav.mean(axis=1)
-        if len(wav) / sr > self.max_seconds:
-            raise MediaError(f"{path}: {len(wav) / sr:.1f} s of audio, the limit is {self.max_seconds:g} s")
-        if sr != self.sample_rate:
-            n = int(round(len(wav) * self.sample_rate / sr))
-            wav = np.interp(np.linspace(0, len(wav) - 1, n), np.arange(len(wav)), wav).astype(np.float32)
-        return wav
 
     def _pitch(self, code):
         return 200.0 + 100.0 * code
@@ -145,12 +117,6 @@ class ToneAudioTokenizer(ModalityTokenizer):
             amp = 0.5 if self.n_q == 1 else (u.codes[1, f] + 1) / (2 * self.layer_size)
             frames.append(amp * np.sin(2 * np.pi * self._pitch(u.codes[0, f]) * t))
         return (np.concatenate(frames) if frames else np.zeros(self.hop)).astype(np.float32)
-
-    def save_media(self, item, path):
-        import soundfile as sf
-
-        sf.write(str(path), item, self.sample_rate, format="WAV")
-        return Path(path)
 
 
 def write_cards(root: Path) -> dict[str, Path]:

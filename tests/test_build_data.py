@@ -371,13 +371,13 @@ def test_corpus_conversations_to_sft_set_with_demo_tokenizer_cards(base_tokenize
 
     from anygpt.data.conversations import split_media_refs
     from anygpt.data.corpus import build_corpus
-    from anygpt.modality.demo import DemoImageTokenizer, DemoMusicTokenizer, DemoSpeechTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer, KMeansMusicTokenizer, KMeansSpeechTokenizer
 
     paths = build_corpus(tmp_path / "corpus", {"image": 8, "speech": 4, "music": 4}, n_eval=0, n_conversations=6,
                          music_seconds=1.0)
-    toks = {"image": DemoImageTokenizer.fit(paths["image"]["train"], tmp_path / "cards" / "image", codebook_size=16, iters=2),
-            "speech": DemoSpeechTokenizer.fit(paths["speech"]["train"], tmp_path / "cards" / "speech", codebook_size=16, iters=2),
-            "music": DemoMusicTokenizer.fit(paths["music"]["train"], tmp_path / "cards" / "music", codebook_size=16, iters=2)}
+    toks = {"image": KMeansImageTokenizer.fit(paths["image"]["train"], tmp_path / "cards" / "image", codebook_size=16, iters=2),
+            "speech": KMeansSpeechTokenizer.fit(paths["speech"]["train"], tmp_path / "cards" / "speech", codebook_size=16, iters=2),
+            "music": KMeansMusicTokenizer.fit(paths["music"]["train"], tmp_path / "cards" / "music", codebook_size=16, iters=2)}
     grown = tmp_path / "grown"
     _, layout = _grow(base_tokenizer_dir, grown, "default", {m: t.codebook_size for m, t in toks.items()})
     conv_file = paths["conversations"]["train"]

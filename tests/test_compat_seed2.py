@@ -116,11 +116,14 @@ def test_incomplete_or_unsafe_checkpoints_are_refused(saved, tmp_path):
 def test_repairs_bad_code_lists_and_needs_unclip_dir_to_render(saved):
     d, _ = saved
     tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt"), device="cpu")
+    # the package's one repair policy (base.repair_codes): pad with code 0, replace codes out of range with 0
     with pytest.warns(UserWarning, match="expected 32"):
         short = tok.embed([5, 6, 7])
-    with pytest.warns(UserWarning, match="clamped"):
-        tok.embed([9000] * 32)
+    with pytest.warns(UserWarning, match=r"outside \[0, 8192\) replaced with 0"):
+        out_of_range = tok.embed([9000] * 32)
     assert short.shape == (TINY["embed_dim"],)
+    np.testing.assert_array_equal(short, tok.embed([5, 6, 7] + [0] * 29))
+    np.testing.assert_array_equal(out_of_range, tok.embed([0] * 32))
     with pytest.raises(ValueError, match="unclip_dir"):
         tok.decode([1] * 32)
 
@@ -167,3 +170,26 @@ def test_half_precision_as_the_reference_runs_on_gpu(saved):
     assert codes.shape == (32,) and tok.embed(codes).dtype == np.float32
     with pytest.raises(ValueError, match="dtype"):
         load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt", dtype="int8"), device="cpu")
+
+
+def test_reads_images_through_the_guarded_opener(saved, tmp_path):
+    """SEED-2 reads files with the package's image opener: a decompression bomb and a folder are
+    refused with one line naming the file, before anything is decoded."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from test_hostile_media import png_bomb
+
+    from anygpt.modality.media import MediaError
+
+    d, _ = saved
+    tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt"), device="cpu")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(10_000, 10_000))  # a few hundred bytes claiming 10^8 pixels (Pillow's own limit is higher)
+    with pytest.raises(MediaError, match=r"bomb\.png: image is 10000x10000 = 100000000 pixels, more than the limit"):
+        tok.load_media(bomb)
+    with pytest.raises(MediaError, match="not a regular file"):
+        tok.encode([tmp_path])
+    Image.new("RGBA", (20, 10), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert tok.load_media(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)  # transparency → white

@@ -50,9 +50,8 @@ def test_media_io_imports_nothing_above_it():
         graph = grimp.build_graph("anygpt", cache_dir=None)
     finally:
         sys.path.remove(str(REPO))
-    media = [m for m in ("anygpt.modality.media", "anygpt.media") if m in graph.modules]
-    assert media, "no media I/O module (anygpt.modality.media or anygpt.media) in the graph"
-    above = sorted(m for m in graph.find_upstream_modules(media[0], as_package=True)
-                   if not m.startswith(BELOW_MODALITY) and m not in ("anygpt", media[0]))
-    allowed_for_now = {"anygpt.modality.base"} if media[0] == "anygpt.media" else set()  # removed by engineer E
-    assert set(above) <= allowed_for_now, f"{media[0]} imports an upper layer: {above}"
+    media = "anygpt.modality.media"
+    assert media in graph.modules, f"no media I/O module {media} in the graph"
+    above = sorted(m for m in graph.find_upstream_modules(media, as_package=True)
+                   if not m.startswith(BELOW_MODALITY) and m not in ("anygpt", media))
+    assert not above, f"{media} imports an upper layer: {above}"

@@ -33,12 +33,12 @@ def long_audio(tmp_path_factory):
     import soundfile as sf
 
     from anygpt.data.espeak import speak
-    from anygpt.modality.demo import DemoMusicTokenizer, DemoSpeechTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansMusicTokenizer, KMeansSpeechTokenizer
 
     root = tmp_path_factory.mktemp("long")
     rng = np.random.default_rng(0)
     cards = {}
-    for cls, m in ((DemoSpeechTokenizer, "speech"), (DemoMusicTokenizer, "music")):
+    for cls, m in ((KMeansSpeechTokenizer, "speech"), (KMeansMusicTokenizer, "music")):
         tok = cls(rng.random((16, cls.defaults["n_mels"])).astype(np.float32), dict(cls.defaults))
         tok.save(root / f"{m}_tok")
         cards[m] = root / f"{m}_tok"

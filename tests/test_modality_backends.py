@@ -160,3 +160,40 @@ def test_encodec_48khz_stereo_segments(tmp_path):
     # two overlapping 1 s segments (stride 0.99 s): 150 + ceil(0.51 s * 150) = 227 frames, 2 layers
     assert codes.shape == (2 * 227,)
     assert abs(tok.decode(codes).shape[0] - 72000) < 320
+
+
+def test_one_repair_policy_for_single_stream_codes():
+    """base.repair_codes, which every single-stream backend's decode applies: fixed-length items
+    keep positions (bad codes → filler, then padded or cut), free-length streams drop bad codes."""
+    from anygpt.modality.base import repair_codes
+
+    image, stream = CodeLayout(1, 8, 4), CodeLayout(1, 8)
+    with pytest.warns(UserWarning, match=r"img: 2 code\(s\) outside \[0, 8\) replaced with 3"):
+        assert repair_codes([1, 9, -1, 2], image, "img", filler=3).tolist() == [1, 3, 3, 2]
+    with pytest.warns(UserWarning, match="got 2 codes, expected 4; padded with 0"):
+        assert repair_codes([5, 6], image, "img").tolist() == [5, 6, 0, 0]
+    with pytest.warns(UserWarning, match="got 5 codes, expected 4; truncated"):
+        assert repair_codes([1, 2, 3, 4, 5], image, "img").tolist() == [1, 2, 3, 4]
+    with pytest.warns(UserWarning, match=r"audio: dropped 2 code\(s\) outside \[0, 8\)"):
+        assert repair_codes(np.array([7, 8, 0, 100]), stream, "audio").tolist() == [7, 0]
+    assert repair_codes([0, 7], stream, "audio").dtype == np.int64
+    with pytest.raises(ValueError, match="2 interleaved layers"):
+        repair_codes([0, 8], CodeLayout(2, 8), "music")
+
+
+def test_voice_prompt_goes_only_to_a_backend_that_declares_it(speech_tok_dir, tmp_path, monkeypatch):
+    """chat.save_decoded reads ModalityTokenizer.takes_voice_prompt (it once inspected decode's
+    signature): a backend that declares it gets the prompt, one that does not gets a warning."""
+    from anygpt.inference.chat import save_decoded
+    from anygpt.modality.speech import SpeechTokenizerBackend
+
+    assert SpeechTokenizerBackend.takes_voice_prompt and not get_backend("demo-speech").takes_voice_prompt
+    tok = load_tokenizer(speech_tok_dir)
+    with pytest.warns(UserWarning, match="takes no voice prompt; v.wav ignored"):
+        out = save_decoded(tok, [1, 2, 3], tmp_path / "a.wav", voice_prompt="v.wav")
+    assert out.stat().st_size > 44
+    seen = []
+    monkeypatch.setattr(type(tok), "takes_voice_prompt", True)
+    monkeypatch.setattr(type(tok), "decode", lambda self, codes, voice_prompt=None: seen.append(voice_prompt) or np.zeros(640, np.float32))
+    save_decoded(tok, [1, 2, 3], tmp_path / "b.wav", voice_prompt="v.wav")
+    assert seen == ["v.wav"]

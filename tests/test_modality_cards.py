@@ -47,10 +47,10 @@ def test_fit_tokenizer_cli_writes_a_card_directory(tmp_path, cli):
 def test_hf_dataset_manifest(tmp_path):
     import datasets
 
-    from anygpt.modality.demo import DemoImageTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer
 
     paths = write_images(tmp_path / "img", 3)
-    tok = DemoImageTokenizer.fit([str(p) for p in paths], tmp_path / "tok", codebook_size=8, iters=2)
+    tok = KMeansImageTokenizer.fit([str(p) for p in paths], tmp_path / "tok", codebook_size=8, iters=2)
     ds = datasets.Dataset.from_dict({"path": [str(p) for p in paths], "text": ["a", "b", "c"]})
     ds.save_to_disk(str(tmp_path / "ds"))
     res = tokenize_manifest(tmp_path / "tok", tmp_path / "out", hf_dataset=tmp_path / "ds", progress=False)
@@ -59,7 +59,7 @@ def test_hf_dataset_manifest(tmp_path):
 
     rows = pq.read_table(tmp_path / "out" / "shard-00000.parquet").to_pylist()
     assert [r["id"] for r in rows] == ["0", "1", "2"] and [r["text"] for r in rows] == ["a", "b", "c"]
-    from anygpt.media import load_image
+    from anygpt.modality.media import load_image
 
     assert rows[0]["codes"] == tok.encode([load_image(paths[0], 64)])[0].tolist()
     summary = json.loads((tmp_path / "out" / "manifest.json").read_text())

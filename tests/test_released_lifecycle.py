@@ -53,12 +53,12 @@ def write_released_chat(d: Path, sp_model: Path) -> None:
 
 
 def fit_cards(root: Path) -> dict[str, Path]:
-    from anygpt.modality.demo import DemoImageTokenizer, DemoMusicTokenizer, DemoSpeechTokenizer
+    from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer, KMeansMusicTokenizer, KMeansSpeechTokenizer
 
     rng = np.random.default_rng(0)
-    DemoImageTokenizer.fit([shape_image(rng) for _ in range(12)], root / "image", codebook_size=32, iters=4)
-    DemoSpeechTokenizer.fit([vowel(rng) for _ in range(6)], root / "speech", codebook_size=32, iters=4, max_seconds=5.0)
-    DemoMusicTokenizer.fit([vowel(rng, sr=22050) for _ in range(6)], root / "music", codebook_size=32, iters=4,
+    KMeansImageTokenizer.fit([shape_image(rng) for _ in range(12)], root / "image", codebook_size=32, iters=4)
+    KMeansSpeechTokenizer.fit([vowel(rng) for _ in range(6)], root / "speech", codebook_size=32, iters=4, max_seconds=5.0)
+    KMeansMusicTokenizer.fit([vowel(rng, sr=22050) for _ in range(6)], root / "music", codebook_size=32, iters=4,
                            max_seconds=5.0)
     return {m: root / m for m in ("image", "speech", "music")}
 

@@ -18,7 +18,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_fixtures import shape_image, vowel, write_images, write_manifest  # noqa: E402
 
-from anygpt.modality.demo import DemoImageTokenizer  # noqa: E402
+from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer  # noqa: E402
 from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def test_bad_images_land_in_errors(tmp_path, image_tok_dir):
     table = pq.read_table(sorted((tmp_path / "out").glob("*.parquet"))[0]).to_pylist()
     assert table[0]["id"] == "g0" and table[0]["text"] == "caption 0" and len(table[0]["codes"]) == 64
     summary = json.loads((tmp_path / "out/manifest.json").read_text())
-    assert summary["tokenized"] == 5 and summary["errors"] == 3 and summary["fingerprint"] == DemoImageTokenizer.load(image_tok_dir).fingerprint
+    assert summary["tokenized"] == 5 and summary["errors"] == 3 and summary["fingerprint"] == KMeansImageTokenizer.load(image_tok_dir).fingerprint
 
 
 def test_bad_audio_land_in_errors_and_rate_fails_job(tmp_path, speech_tok_dir, cli):
@@ -177,7 +177,7 @@ def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
     paths = write_images(tmp_path / "img", 7)
     items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]
     items.insert(3, ManifestItem("gone", "gone.png", tmp_path / "gone.png"))
-    tok = DemoImageTokenizer.load(image_tok_dir)
+    tok = KMeansImageTokenizer.load(image_tok_dir)
     rows, errors = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3)
     assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
     assert rows[4]["codes"] == tok.encode([tok.load_media(paths[4])])[0].tolist()

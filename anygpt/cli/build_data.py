@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 from anygpt.cli import CLIError
+from anygpt.vocab import MODALITIES
 
 HELP = "code shards + text → alignment or instruction training sets (also ingests AnyGPT JSONL)"
 
@@ -36,7 +37,7 @@ def parse_mapping(text: str | None, flag: str) -> dict[str, str]:
     out = {}
     for part in text.split(","):
         name, sep, val = part.partition("=")
-        if not sep or name.strip() not in ("image", "speech", "music") or not val.strip():
+        if not sep or name.strip() not in MODALITIES or not val.strip():
             raise CLIError(f"{flag} expects modality=PATH[,modality=PATH] with modality image, speech or music; got {part!r}")
         out[name.strip()] = val.strip()
     return out

@@ -24,7 +24,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 def parse_cards(items: list[str]) -> dict[str, Path]:
     """``["image=path", ...]`` → ``{"image": Path("path")}``; each card must exist."""
-    from anygpt.modality.base import MODALITIES
+    from anygpt.vocab import MODALITIES
 
     cards: dict[str, Path] = {}
     for item in items:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anygpt.vocab import MODALITIES
+
 HELP = "code shards or a token string -> media files (png / wav)"
 
 
@@ -36,7 +38,7 @@ def load_tokenizers(spec: str, device: str | None = None) -> dict:
     out = {}
     for part in spec.split(","):
         name, sep, card = part.partition("=")
-        if sep and name.strip() in ("image", "speech", "music") and not Path(part).exists():
+        if sep and name.strip() in MODALITIES and not Path(part).exists():
             tok = load_tokenizer(card.strip(), device)
             if tok.modality != name.strip():
                 raise ValueError(f"{card}: a {tok.modality} tokenizer given for {name}")

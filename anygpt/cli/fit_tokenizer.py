@@ -15,11 +15,13 @@ import argparse
 
 from anygpt.config import parse_assignments
 
+from anygpt.vocab import MODALITIES
+
 HELP = "fit a demo tokenizer (k-means codebook) on a manifest and write its card directory"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modality", required=True, choices=["image", "speech", "music"])
+    p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--manifest", required=True, help='JSONL with {"path": ...} per line (paths relative to the file)')
     p.add_argument("--out", required=True, help="directory to write card.yaml + codebook.safetensors")
     p.add_argument("--codebook-size", type=int, help="codes the LLM sees (default: image 512, speech 1024, music 512)")
@@ -33,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anygpt.modality.demo import demo_tokenizer_class
+    from anygpt.modality.kmeans_tokenizer import kmeans_tokenizer_class
 
-    cls = demo_tokenizer_class(args.modality)
+    cls = kmeans_tokenizer_class(args.modality)
     settings = parse_assignments(args.set, "--set")
     for key in ("codebook_size", "image_size", "patch_size", "frames_per_second"):
         if getattr(args, key) is not None:

@@ -19,11 +19,13 @@ import argparse
 import os
 import sys
 
+from anygpt.vocab import MODALITIES
+
 HELP = "media manifest (JSONL / HF dataset) -> Parquet code shards, sharded by rank, resumable"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modality", required=True, choices=["image", "speech", "music"])
+    p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--tokenizer", required=True, help="tokenizer card: a YAML file or a directory with card.yaml")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help='JSONL: {"id", "path", "text"?} per line')

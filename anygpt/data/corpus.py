@@ -37,15 +37,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
 from anygpt.data.conversations import media_ref
 from anygpt.data.espeak import VOICES, speak
 from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, draw_melody_item
 from anygpt.data.shapes import COLOURS, SHAPES, analyse_image, draw_shape_item  # noqa: F401 (re-exported)
-from anygpt.utils import atomic_path, atomic_write_text, write_jsonl
+from anygpt.modality.media import save_audio, save_image
+from anygpt.utils import atomic_write_text, write_jsonl
+from anygpt.vocab import MODALITIES
 
-MODALITIES = ("image", "speech", "music")
 SPLITS = ("train", "eval")
 SPEECH_SAMPLE_RATE = 16000
 
@@ -99,18 +99,6 @@ def item_id(modality: str, split: str, index: int) -> str:
     return f"{modality}-{split}-{index:06d}"
 
 
-def _write_png(image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
-def _write_wav(audio: np.ndarray, sample_rate: int, path: Path) -> None:
-    import soundfile as sf
-
-    with atomic_path(path) as tmp:
-        sf.write(tmp, audio, sample_rate, format="WAV", subtype="PCM_16")
-
-
 def make_item(modality: str, split: str, index: int, out_dir: Path, seed: int = 0, image_size: int = 64,
               music_sample_rate: int = 16000, music_seconds: float = 3.0) -> dict:
     """Draw item ``index`` of a split, write its media file (unless present), return its manifest row."""
@@ -122,18 +110,18 @@ def make_item(modality: str, split: str, index: int, out_dir: Path, seed: int = 
         item = draw_shape_item(rng, image_size)
         text, attrs = item.caption, item.attributes
         if not dest.exists():
-            _write_png(item.image, dest)
+            save_image(item.image, dest)
     elif modality == "speech":
         text = draw_sentence(rng)
         voice, rate = rng.choice(VOICES), rng.randint(140, 180)
         attrs = {"voice": voice, "rate": rate, "sample_rate": SPEECH_SAMPLE_RATE}
         if not dest.exists():
-            _write_wav(speak(text, voice, rate, SPEECH_SAMPLE_RATE), SPEECH_SAMPLE_RATE, dest)
+            save_audio(speak(text, voice, rate, SPEECH_SAMPLE_RATE), SPEECH_SAMPLE_RATE, dest)
     elif modality == "music":
         item = draw_melody_item(rng, music_sample_rate, music_seconds)
         text, attrs = item.description, {**item.attributes, "sample_rate": music_sample_rate}
         if not dest.exists():
-            _write_wav(item.audio, music_sample_rate, dest)
+            save_audio(item.audio, music_sample_rate, dest)
     else:
         raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
     return {"id": iid, "path": rel.as_posix(), "text": text, "attributes": attrs}

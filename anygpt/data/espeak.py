@@ -3,7 +3,7 @@
 The library is driven in-process with ctypes (no ``espeak-ng`` binary, no apt package): synchronous
 output mode, a synth callback that collects 16-bit samples, voice by name (``en-us``, ``en+f3``…),
 rate in words per minute. eSpeak renders at 22,050 Hz; :func:`speak` resamples to the requested
-rate with a polyphase filter.
+rate with the package's resampler (:func:`anygpt.modality.media.resample`).
 
 eSpeak keeps state between utterances inside the library (the same text comes out a few samples
 longer or shorter depending on what was spoken before), so for reproducible corpora each
@@ -21,9 +21,10 @@ import ctypes
 import os
 import struct
 import threading
-from fractions import Fraction
 
 import numpy as np
+
+from anygpt.modality.media import resample
 
 VOICES: tuple[str, ...] = ("en-us", "en", "en-us+f3", "en-gb-scotland", "en+m3")
 
@@ -106,16 +107,6 @@ def _engine() -> _Engine:
     return _ENGINE
 
 
-def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Polyphase resampling (scipy), float32 out."""
-    if sr_in == sr_out:
-        return wav.astype(np.float32)
-    from scipy.signal import resample_poly
-
-    f = Fraction(sr_out, sr_in)
-    return resample_poly(wav, f.numerator, f.denominator).astype(np.float32)
-
-
 def _synth_in_child(text: str, voice: str, rate: int) -> tuple[np.ndarray, int]:
     """Fork; the child initialises eSpeak from scratch, speaks, and pipes the PCM back."""
     if _ENGINE is not None:
@@ -163,4 +154,4 @@ def speak(text: str, voice: str = "en-us", rate: int = 160, sample_rate: int = 1
         eng = _engine()
         pcm, sr = eng.synth(text, voice, rate), eng.sample_rate
     wav = pcm.astype(np.float32) / 32768.0
-    return np.clip(resample(wav, sr, sample_rate), -1.0, 1.0)
+    return np.clip(resample(wav, sr, sample_rate, "espeak"), -1.0, 1.0)

@@ -12,9 +12,9 @@ from anygpt.data.alignment import Pair
 from anygpt.data.error_log import ErrorLog
 from anygpt.data.shards import load_shards, read_meta, shard_files
 from anygpt.utils import read_jsonl
-from anygpt.vocab import VocabLayout
+from anygpt.vocab import MODALITIES, VocabLayout
 
-REFERENCE_MEDIA_KEYS = ("image", "speech", "music")
+REFERENCE_MEDIA_KEYS = MODALITIES  # the reference JSONL names its media keys after the modalities
 
 
 class ShardPairs(collections.abc.Sequence):

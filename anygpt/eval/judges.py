@@ -46,7 +46,7 @@ def clap_score(model_dir: str | os.PathLike, texts: Sequence[str], waves: Sequen
     import torch
     from transformers import ClapModel, ClapProcessor
 
-    from anygpt.media import resample
+    from anygpt.modality.media import resample
 
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"{model_dir}: --clap-model must be a local model directory")

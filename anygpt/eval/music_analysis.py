@@ -30,6 +30,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from anygpt.modality.media import mel_filterbank, resample
+
 ANALYSIS_RATE = 16000
 N_FFT = 1024
 HOP = 256
@@ -37,17 +39,12 @@ N_MELS = 40
 N_HARMONICS = 8
 
 
-def resample(wave: np.ndarray, sample_rate: int, target: int = ANALYSIS_RATE) -> np.ndarray:
-    """Mono float32 at ``target`` Hz (polyphase resampling)."""
+def _mono_at_analysis_rate(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mono float32 at :data:`ANALYSIS_RATE` (channels averaged; the package's one resampler)."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim > 1:
         wave = wave.mean(axis=0) if wave.shape[0] < wave.shape[-1] else wave.mean(axis=-1)
-    if sample_rate == target:
-        return wave
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(sample_rate), int(target))
-    return resample_poly(wave, target // g, int(sample_rate) // g).astype(np.float32)
+    return resample(wave, int(sample_rate), ANALYSIS_RATE, "music analysis input")
 
 
 def _frames_power(wave: np.ndarray) -> np.ndarray:
@@ -60,26 +57,7 @@ def _frames_power(wave: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft(frames, axis=1)) ** 2
 
 
-def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int = ANALYSIS_RATE, fmin: float = 40.0) -> np.ndarray:
-    """Triangular HTK-mel filters [n_mels, n_fft//2+1]."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(fmin), mel(sample_rate / 2), n_mels + 2))
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    fb = np.zeros((n_mels, len(freqs)), dtype=np.float32)
-    for i in range(n_mels):
-        lo, mid, hi = edges[i : i + 3]
-        up = (freqs - lo) / max(mid - lo, 1e-9)
-        down = (hi - freqs) / max(hi - mid, 1e-9)
-        fb[i] = np.clip(np.minimum(up, down), 0, None)
-    return fb
-
-
-_FB = mel_filterbank()
+_FB = mel_filterbank(N_MELS, N_FFT, ANALYSIS_RATE, fmin=40.0)
 
 
 def _f0(frame_power: np.ndarray, sample_rate: int = ANALYSIS_RATE, fmin: float = 60.0, fmax: float = 1200.0) -> float:
@@ -93,7 +71,7 @@ def _f0(frame_power: np.ndarray, sample_rate: int = ANALYSIS_RATE, fmin: float =
 def timbre_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """A fixed-length timbre vector (see the module docstring); independent of level and pitch
     as far as such simple features can be."""
-    x = resample(wave, sample_rate)
+    x = _mono_at_analysis_rate(wave, sample_rate)
     power = _frames_power(x)
     energy = power.sum(axis=1)
     active = energy > max(energy.max() * 1e-3, 1e-12)
@@ -127,7 +105,7 @@ def timbre_features(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def onset_envelope(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """Half-wave-rectified log-mel spectral flux per frame (frame rate ANALYSIS_RATE / HOP)."""
-    x = resample(wave, sample_rate)
+    x = _mono_at_analysis_rate(wave, sample_rate)
     logmel = np.log(_frames_power(x) @ _FB.T + 1e-8)
     flux = np.maximum(np.diff(logmel, axis=0), 0).sum(axis=1)
     return np.concatenate([[0.0], flux])

@@ -105,7 +105,7 @@ def load_item(ctx: TaskContext, tok: Any, it: EvalItem) -> Any:
     if tok.modality == "image":
         return tok.load_media(it.path)
     from anygpt.inference.settings import InputWindow, input_window, resolve_window
-    from anygpt.media import audio_duration
+    from anygpt.modality.media import audio_duration
 
     a = it.attributes
     if a.get("start") is not None or a.get("length") is not None:

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import warnings
@@ -121,7 +120,7 @@ class ChatSession:
         no window is cut to the tokenizer's default window, with a warning."""
         import random
 
-        from anygpt.media import audio_duration
+        from anygpt.modality.media import audio_duration
 
         if attachment.start is not None or attachment.length is not None:
             window: InputWindow | None = InputWindow(attachment.start if attachment.start is not None else 0.0,
@@ -295,7 +294,7 @@ def save_decoded(tokenizer: Any, codes: Sequence[int], path: Path, voice_prompt:
     file with the same suffix in the same folder, then a rename)."""
     kwargs = {}
     if voice_prompt is not None:
-        if "voice_prompt" in inspect.signature(tokenizer.decode).parameters:
+        if tokenizer.takes_voice_prompt:
             kwargs["voice_prompt"] = voice_prompt
         else:
             warnings.warn(f"the {tokenizer.modality} tokenizer takes no voice prompt; {voice_prompt} ignored", stacklevel=2)

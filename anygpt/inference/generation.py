@@ -33,8 +33,7 @@ from anygpt.data.templates import MediaCodes, Message
 from anygpt.inference.constraints import ModalityLogitsProcessor, rules_from_bundle
 from anygpt.inference.settings import GenerationSettings
 from anygpt.model.loss import token_losses
-
-MEDIA = ("image", "speech", "music")
+from anygpt.vocab import MODALITIES as MEDIA
 
 
 def build_prompt_ids(

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from anygpt.config import build, to_dict
+from anygpt.vocab import MODALITIES
 
-OUTPUTS = ("text", "image", "speech", "music")
+OUTPUTS = ("text", *MODALITIES)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from typing import Any
 
 from anygpt.inference.chat import Attachment, ChatSession
 from anygpt.modality.base import MediaError
+from anygpt.vocab import MODALITIES
 
 log = logging.getLogger(__name__)
 
-OUTPUT_CHOICES = ["auto", "text", "image", "speech", "music"]
+OUTPUT_CHOICES = ["auto", "text", *MODALITIES]
 
 
 @dataclass

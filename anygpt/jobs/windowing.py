@@ -71,7 +71,7 @@ def load_windows(tok: ModalityTokenizer, it: ManifestItem, windowing: Windowing 
     """One manifest item's media: ``[(row fields, media)]``, one entry per window for a long
     recording (see :class:`Windowing`), the whole item otherwise. Raises on an unreadable file;
     a window that fails to read is raised too (the item's file is bad, not one window)."""
-    from anygpt.media import audio_duration
+    from anygpt.modality.media import audio_duration
 
     if tok.modality == "image" or windowing is None or windowing.window_seconds is None:
         return [({"id": it.id, "offset": None, "duration": None}, tok.load_media(it.resolved))]

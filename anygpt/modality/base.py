@@ -4,7 +4,7 @@ A backend turns media into modality-local integer codes (what the LLM sees, afte
 multi-codebook flattening) and back. Backends register by name::
 
     @register_backend("demo-image")
-    class DemoImageTokenizer(ModalityTokenizer): ...
+    class KMeansImageTokenizer(ModalityTokenizer): ...
 
 A *card* names a tokenizer: a YAML file, or a directory holding ``card.yaml``, with at least
 ``backend`` and ``modality``; paths inside it are relative to the card's folder::
@@ -21,20 +21,19 @@ import abc
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.modality import media
+from anygpt.modality.media import MediaError  # noqa: F401  (re-exported: part of the protocol)
+
 CARD_FILE = "card.yaml"
-MODALITIES = ("image", "speech", "music")
 # codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
 WINDOW_TOKENS = 4000
-
-
-class MediaError(ValueError):
-    """Unreadable or invalid media; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,33 @@ class CodeLayout:
     def frame(self) -> int:
         """Codes per frame: a span may end only after a whole frame."""
         return self.layers_in_sequence
+
+
+def repair_codes(codes: Sequence[int] | np.ndarray, layout: CodeLayout, what: str, filler: int = 0) -> np.ndarray:
+    """The one repair policy for a single stream of codes (``layout.layers_in_sequence == 1``),
+    which every backend's ``decode`` applies, so chat, serve, eval and detokenize all see the same
+    repaired media. Codes outside ``[0, layer_size)`` are replaced by ``filler`` when the item has
+    a fixed length (a code's position means something: an image patch) and dropped when it is
+    free-length (a stream keeps its order, as :func:`~anygpt.modality.flatten.unflatten_frame_major`
+    drops misplaced frame-major tokens); a fixed-length item is then padded with ``filler`` or
+    truncated. Each repair warns once, naming ``what``; nothing raises."""
+    if layout.layers_in_sequence != 1:
+        raise ValueError(f"{what}: {layout.layers_in_sequence} interleaved layers; repair them with unflatten_frame_major")
+    arr = np.asarray(list(codes) if not isinstance(codes, np.ndarray) else codes, dtype=np.int64).reshape(-1)
+    size, length = layout.layer_size, layout.fixed_length
+    bad = (arr < 0) | (arr >= size)
+    if bad.any():
+        if length is None:
+            warnings.warn(f"{what}: dropped {int(bad.sum())} code(s) outside [0, {size})", stacklevel=3)
+            arr = arr[~bad]
+        else:
+            warnings.warn(f"{what}: {int(bad.sum())} code(s) outside [0, {size}) replaced with {filler}", stacklevel=3)
+            arr = np.where(bad, filler, arr)
+    if length is not None and arr.size != length:
+        warnings.warn(f"{what}: got {arr.size} codes, expected {length}; "
+                      f"{'padded with ' + str(filler) if arr.size < length else 'truncated'}", stacklevel=3)
+        arr = np.concatenate([arr, np.full(max(0, length - arr.size), filler, dtype=np.int64)])[:length]
+    return arr
 
 
 @dataclass
@@ -124,6 +150,7 @@ class ModalityTokenizer(abc.ABC):
     max_seconds: float | None = None  # audio longer than this is rejected
     resize_policy: str = "resize"  # images: "resize" (no crop, as the reference) or "center-crop"
     any_modality: bool = False  # True: a card may use this backend for another modality (general audio)
+    takes_voice_prompt: bool = False  # True: ``decode(codes, voice_prompt=PATH)`` decodes in that voice
 
     def __init__(self, card: TokenizerCard | None = None, device: str | None = None):
         self.card = card
@@ -159,15 +186,14 @@ class ModalityTokenizer(abc.ABC):
     @abc.abstractmethod
     def decode(self, codes: Sequence[int] | np.ndarray) -> Any:
         """Codes of one item → media (a PIL image, or a float32 mono waveform at ``sample_rate``).
-        Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised."""
+        Malformed input (wrong length, codes out of slot) is repaired with a warning, never raised.
+        Backends with :attr:`takes_voice_prompt` also take ``voice_prompt`` (an audio file path)."""
 
     def encode_files(self, paths: Sequence[str | os.PathLike]) -> list[np.ndarray]:
         """Read media files (with this tokenizer's I/O settings) and encode them as one batch."""
         return self.encode([self.load_media(p) for p in paths])
 
     def load_media(self, path: str | os.PathLike) -> Any:
-        from anygpt import media
-
         if self.modality == "image":
             return media.load_image(path, self.image_size, self.resize_policy)
         return media.load_audio(path, self.sample_rate, self.max_seconds)
@@ -175,8 +201,6 @@ class ModalityTokenizer(abc.ABC):
     def load_window(self, path: str | os.PathLike, start: float = 0.0, length: float | None = None) -> Any:
         """Audio: only ``length`` seconds from ``start`` (a long recording's window), with this
         tokenizer's rate and ``max_seconds`` limit applied to the window. Images have no windows."""
-        from anygpt import media
-
         if self.modality == "image":
             raise ValueError(f"{path}: a window (start, length) applies to audio, not images")
         return media.load_audio(path, self.sample_rate, self.max_seconds, start=start, length=length)
@@ -196,8 +220,6 @@ class ModalityTokenizer(abc.ABC):
         return min(limits) if limits else None
 
     def save_media(self, item: Any, path: str | os.PathLike) -> Path:
-        from anygpt import media
-
         if self.modality == "image":
             return media.save_image(item, path)
         return media.save_audio(item, self.sample_rate, path)
@@ -274,7 +296,7 @@ def _import_backends() -> None:
     """Import the backend modules so they register (each guards its optional dependencies)."""
     import importlib
 
-    for mod in ("demo", "speech", "music", "image", "seed2"):
+    for mod in ("kmeans_tokenizer", "speech", "music", "image", "seed2"):
         try:
             importlib.import_module(f"anygpt.modality.{mod}")
         except ModuleNotFoundError as e:

@@ -24,10 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend, repair_codes
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.utils import refuse_remote_code
-from anygpt.modality.demo import repair_codes
 
 
 FULL_MODEL_PREFIX = "model.vqmodel."
@@ -94,7 +93,7 @@ class JanusVQTokenizer(ModalityTokenizer):
         return {**super().state_for_fingerprint(), "resize_policy": self.resize_policy}
 
     def _pixels(self, images: Sequence[Any]) -> torch.Tensor:
-        from anygpt.media import resize_image, to_rgb
+        from anygpt.modality.media import resize_image, to_rgb
 
         arr = np.stack([np.asarray(resize_image(to_rgb(im), self.image_size, self.resize_policy), dtype=np.float32)
                         for im in images])
@@ -113,8 +112,7 @@ class JanusVQTokenizer(ModalityTokenizer):
     def decode(self, codes):
         from PIL import Image
 
-        lay = self.code_layout
-        c = repair_codes(codes, lay.n_codes, lay.fixed_length, 0, "janus-vq decode")
+        c = repair_codes(codes, self.code_layout, "janus-vq decode")
         with self.autocast():
             pix = self.model.decode(torch.from_numpy(c)[None].to(self.device))[0]
         arr = ((pix.float().clamp(-1, 1) + 1) * 127.5 + 0.5).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.audio_codec import n_frames, pad_batch
+from anygpt.modality.audio_codec import n_frames, pad_waveforms
 from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.utils import refuse_remote_code
@@ -102,7 +102,7 @@ class EncodecHFTokenizer(FlatRVQTokenizer):
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         if not len(batch):
             return []
-        x, lengths = pad_batch(batch, self.device, self.hop)
+        x, lengths = pad_waveforms(batch, self.device, self.hop)
         mask = torch.zeros_like(x, dtype=torch.long)
         for i, n in enumerate(lengths):
             mask[i, :, :n] = 1
@@ -175,7 +175,7 @@ class EncodecTokenizer(FlatRVQTokenizer):
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         if not len(batch):
             return []
-        x, lengths = pad_batch(batch, self.device, self.hop)
+        x, lengths = pad_waveforms(batch, self.device, self.hop)
         if self.channels == 2:
             x = x.expand(-1, 2, -1).contiguous()
         with self.autocast():

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from anygpt.modality.base import CodeLayout, MediaError, ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend, repair_codes
+from anygpt.modality.media import load_image
 from anygpt.modality.seed2_net import Seed2Config, Seed2Quantizer
 from anygpt.weights import load_torch_file
 
@@ -108,24 +108,12 @@ def preprocess(images: Sequence[Any], size: int) -> torch.Tensor:
     out = []
     for im in images:
         if isinstance(im, (str, os.PathLike)):
-            im = _open_image(im)
+            im = load_image(im)  # the guarded opener: refuses decompression bombs and non-files
         elif isinstance(im, np.ndarray):
             im = Image.fromarray(im.astype(np.uint8))
         arr = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
         out.append((arr - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32))
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
-def _open_image(path: str | os.PathLike):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise MediaError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise MediaError(f"{path}: not a readable image ({e})") from None
 
 
 def build_unclip_pipeline(unclip_dir: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32):
@@ -189,16 +177,8 @@ class Seed2ImageTokenizer(ModalityTokenizer):
         return CodeLayout(1, self.codebook_size, self.tokens_per_item)
 
     def load_media(self, path: str | os.PathLike):
-        return _open_image(path)
-
-    def save_media(self, item, path: str | os.PathLike) -> Path:
-        from anygpt.utils import atomic_path
-
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(p) as tmp:
-            item.save(tmp, format=(p.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"))
-        return p
+        """An RGB image at its own size (:func:`preprocess` resizes as the reference does)."""
+        return load_image(path)
 
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         """PIL images (or paths, or HxWx3 uint8 arrays) → one ``[32]`` int64 code array each."""
@@ -209,15 +189,7 @@ class Seed2ImageTokenizer(ModalityTokenizer):
         return [c for c in codes]
 
     def _repair(self, codes: Sequence[int] | np.ndarray) -> torch.Tensor:
-        arr = np.asarray(codes, dtype=np.int64).reshape(-1)
-        n, size = self.code_layout.fixed_length, self.code_layout.n_codes
-        if arr.size != n:
-            warnings.warn(f"seed2: got {arr.size} image codes, expected {n}; {'truncating' if arr.size > n else 'repeating the last code'}")
-            arr = arr[:n] if arr.size > n else np.concatenate([arr, np.full(n - arr.size, arr[-1] if arr.size else 0)])
-        if (arr < 0).any() or (arr >= size).any():
-            warnings.warn(f"seed2: image codes outside [0, {size}) clamped")
-            arr = arr.clip(0, size - 1)
-        return torch.from_numpy(arr)[None].to(self.device)
+        return torch.from_numpy(repair_codes(codes, self.code_layout, "seed2 decode"))[None].to(self.device)
 
     def embed(self, codes: Sequence[int] | np.ndarray) -> np.ndarray:
         """Codes of one image → its ``[embed_dim]`` unCLIP image embedding (float32)."""

@@ -5,6 +5,10 @@ instantiates these names and loads the file with ``load_state_dict``); they were
 the reference's module code with shared random weights (outputs equal to 1e-6). Sizes are
 parameters (:class:`Seed2Config`) so tests can build a tiny model with the same names. Loading,
 pre-processing and the tokenizer backend live in :mod:`anygpt.modality.seed2`.
+
+Why one long module: it is an architecture port whose module tree must match the published
+state dict key for key (``visual_encoder.*``, ``Qformer.*``, ``quantize.*``, ``decode_task_layer``
+…); kept in one file it reads against the reference's code side by side.
 """
 
 from __future__ import annotations

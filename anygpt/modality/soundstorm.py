@@ -16,6 +16,10 @@ Example::
     prompt = prompt_codes_from_audio(st_model, wav, 16000, max_seconds=3.0)      # [8, Tp]
     codes8 = semantic_to_acoustic(storm, st_model, layer0_codes, prompt, steps=3)  # [8, T]
     wav = st_model.decode(torch.from_numpy(codes8)[:, None, :])
+
+Why one long module: it is an architecture port bound to one checkpoint's parameter names (the
+conformer, the MaskGIT sampler that drives it, and the voice-prompt glue that feeds it). Split,
+a reader checking names against the checkpoint would have to follow them across files.
 """
 
 from __future__ import annotations
@@ -392,7 +396,7 @@ def prompt_codes_from_audio(speech_tokenizer_model, wav: np.ndarray, sample_rate
         x = x.mean(dim=0 if x.shape[0] < x.shape[1] else 1)
     target = int(getattr(speech_tokenizer_model, "sample_rate", sample_rate))
     if sample_rate != target:
-        from anygpt.media import resample  # bounded cost: a voice prompt is outside input too
+        from anygpt.modality.media import resample  # bounded cost: a voice prompt is outside input too
 
         x = torch.from_numpy(resample(x.numpy(), int(sample_rate), target, "voice prompt"))
     if max_seconds is not None:
@@ -469,7 +473,7 @@ def read_voice_prompt(path: str | os.PathLike, max_seconds: float | None = None)
     """An audio file (its first ``max_seconds`` when given) as mono float32 (soundfile: wav/flac/ogg/mp3)."""
     import soundfile as sf
 
-    from anygpt.modality.base import MediaError
+    from anygpt.modality.media import MediaError
 
     try:
         info = sf.info(str(path))

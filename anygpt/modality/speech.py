@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.audio_codec import clean_layer_codes, n_frames, pad_batch
-from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend
+from anygpt.modality.audio_codec import n_frames, pad_waveforms
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend, repair_codes
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 
 
@@ -90,12 +90,13 @@ class SpeechTokenizerBackend(ModalityTokenizer):
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         if not len(batch):
             return []
-        x, lengths = pad_batch(batch, self.device, self.hop)
+        x, lengths = pad_waveforms(batch, self.device, self.hop)
         with self.autocast():
             codes = self.model.encode(x, n_q=1)[0].cpu().numpy()  # (B, T) layer 0
         return [codes[i, : n_frames(n, self.hop)].astype(np.int64) for i, n in enumerate(lengths)]
 
     voice = None  # a SoundStorm VoiceDecoder filling layers 1-7 (reference-style voice-prompted decoding)
+    takes_voice_prompt = True  # used when the card names a SoundStorm; without one decode warns it is ignored
 
     @torch.inference_mode()
     def decode(self, codes, voice_prompt: str | None = None) -> np.ndarray:
@@ -105,19 +106,17 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         voice of ``voice_prompt`` (an audio file, trimmed to a few seconds) or a random one."""
         arr = np.asarray(codes, dtype=np.int64)
         if arr.ndim == 1 and self.voice is not None:
-            arr = self.voice.all_layers(self.model, clean_layer_codes(arr, self.code_layout.n_codes, "speechtokenizer decode"), voice_prompt)
+            arr = self.voice.all_layers(self.model, repair_codes(arr, self.code_layout, "speechtokenizer decode"), voice_prompt)
         elif voice_prompt is not None:
             warnings.warn("speechtokenizer decode: the card names no soundstorm; voice prompt ignored")
         if arr.ndim == 2:
             if arr.shape[0] > self.n_q:
                 warnings.warn(f"speechtokenizer decode: {arr.shape[0]} layers given, model has {self.n_q}; extra dropped")
                 arr = arr[: self.n_q]
-            bad = (arr < 0) | (arr >= self.codebook_size)
-            if bad.any():
-                warnings.warn(f"speechtokenizer decode: {int(bad.sum())} code(s) outside [0, {self.codebook_size}) set to 0")
-                arr = np.where(bad, 0, arr)
+            frames = CodeLayout(1, self.codebook_size, arr.shape[1])  # every RVQ layer keeps its frames
+            arr = np.stack([repair_codes(row, frames, f"speechtokenizer decode, layer {q}") for q, row in enumerate(arr)])
         else:
-            arr = clean_layer_codes(arr, self.code_layout.n_codes, "speechtokenizer decode")[None]
+            arr = repair_codes(arr, self.code_layout, "speechtokenizer decode")[None]
         if arr.shape[1] == 0:
             warnings.warn("speechtokenizer decode: no valid codes; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from anygpt.media import load_audio, load_image
+    from anygpt.modality.media import load_audio, load_image
     from anygpt.modality.base import MediaError
     from anygpt.utils import read_jsonl
     from anygpt.vocab import TokenStringError, VocabLayout

@@ -21,7 +21,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modality_fixtures import write_images, write_manifest  # noqa: E402
 
-from anygpt.media import load_audio, load_image  # noqa: E402
+from anygpt.modality.media import load_audio, load_image  # noqa: E402
 from anygpt.modality.base import MediaError  # noqa: E402
 
 pytestmark = pytest.mark.faults
@@ -45,7 +45,7 @@ def test_coprime_rate_resamples_in_bounded_memory(tmp_path, child_env):
     sf.write(tmp_path / "odd.wav", (0.5 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
     code = textwrap.dedent(f"""
         import resource, sys, numpy as np, torch, torchaudio
-        from anygpt.media import load_audio
+        from anygpt.modality.media import load_audio
         vm = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (vm + 1_500_000_000, resource.RLIM_INFINITY))
         w = load_audio({str(tmp_path / 'odd.wav')!r}, 16000)

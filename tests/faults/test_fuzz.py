@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from anygpt.media import load_audio, load_image
+from anygpt.modality.media import load_audio, load_image
 from anygpt.modality.base import MediaError
 from anygpt.vocab import TokenStringError, VocabLayout
 

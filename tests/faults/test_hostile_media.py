@@ -23,7 +23,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modality_fixtures import shape_image, vowel  # noqa: E402
 
-from anygpt.media import load_audio, load_image  # noqa: E402
+from anygpt.modality.media import load_audio, load_image  # noqa: E402
 from anygpt.modality.base import MediaError  # noqa: E402
 from anygpt.jobs.tokenize_media import tokenize_manifest  # noqa: E402
 

@@ -163,7 +163,7 @@ def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_to
 
 
 def test_web_upload_of_a_decompression_bomb_is_refused(tmp_path, base_tokenizer_dir, image_tok_dir, infer_support):
-    """Through a bundle whose image tokenizer is a real backend (demo-image, reading via anygpt.media)."""
+    """Through a bundle whose image tokenizer is a real backend (demo-image, reading via anygpt.modality.media)."""
     from anygpt.inference.web import ServeLimits, WebChat
     from anygpt.model.bundle import load_bundle
     from test_hostile_media import png_bomb  # noqa: E402

@@ -82,7 +82,7 @@ def _rate_of(proc: Any) -> int:
 
 
 def _resampled(waves: Sequence[np.ndarray], rate: int, target: int) -> list[np.ndarray]:
-    from anygpt.media import resample
+    from anygpt.modality.media import resample
 
     return [resample(np.asarray(w, dtype=np.float32).reshape(-1), rate, target) for w in waves]
 

@@ -116,7 +116,7 @@ class _Generation:
     def _input_media(self, tok: Any, item: Item) -> Any:
         if self.bench.input_modality == "image":
             return tok.load_media(item.source)
-        from anygpt.media import resample
+        from anygpt.modality.media import resample
 
         wav, rate = read_wave(item.source)
         wav = resample(wav, rate, tok.sample_rate)

@@ -1,7 +1,11 @@
 """VocabLayout: the one source of truth for added tokens and id ranges.
 
+Why one long module: the layout is one data structure whose id arithmetic, token-string parsing,
+tokenizer/embedding growth and serialisation must agree with each other exactly; they are kept
+beside each other so a change to one is read against the rest.
+
 A multimodal LLM here is an unchanged text LLM whose vocabulary is extended with
-special markers and, per modality, a contiguous block of code tokens followed by that
+role markers and, per modality, a contiguous block of code tokens followed by that
 modality's start and end markers. Codes map to ids by arithmetic (``first_id + code``),
 never by tokenizing strings; token strings (``<soim><👀12>…<eoim>``) exist only for
 interchange with the reference system's data files.
@@ -26,11 +30,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 LAYOUT_FILE = "anygpt_layout.json"
 # the label of a position that is not trained (cross_entropy's ignore_index); templates, packing and the loss share it
 IGNORE_INDEX = -100
+# The media modalities, in the reference's vocabulary order: the one list every layer uses.
+MODALITIES: tuple[str, ...] = ("image", "speech", "music")
 
 # Reference token prefixes (U+1F440, U+1F5E3 U+FE0F, U+1F3B6).
 IMAGE_PREFIX = "\U0001F440"
@@ -105,7 +111,7 @@ class VocabLayout:
         if sizes:
             unknown = set(sizes) - {m.name for m in mods}
             if unknown:
-                raise ValueError(f"unknown modality {sorted(unknown)}; known: image, speech, music")
+                raise ValueError(f"unknown modality {sorted(unknown)}; known: {', '.join(MODALITIES)}")
             mods = [ModalitySpec(m.name, sizes.get(m.name, m.size), m.prefix, m.start, m.end) for m in mods]
             mods = [m for m in mods if m.size > 0]
         spec = PROFILES[profile]
@@ -331,8 +337,10 @@ class VocabLayout:
         clash = [t for t in tokens if t in vocab]
         if clash:
             raise ValueError(f"tokens already in the base vocabulary: {clash[:5]}; choose another profile")
-        # Markers are special (never split, kept whole when decoding); codes are plain added tokens
-        # exactly as the reference added them.
+        # Markers and codes alike are plain (not special) added tokens, exactly as the reference
+        # added them: an added token is never split either way, and plain ones survive
+        # ``decode(skip_special_tokens=True)``, so token strings round-trip. Ids come from the
+        # layout's arithmetic, never from this tokenizer.
         tokenizer.add_tokens(tokens, special_tokens=False)
         got = tokenizer.convert_tokens_to_ids([tokens[0], tokens[-1]])
         if got != [self.base_vocab_size, self.vocab_size - 1] or len(tokenizer) != self.vocab_size:
@@ -464,88 +472,3 @@ class VocabLayout:
             lines.append(f"  {r.start:>7}-{r.stop - 1:<7} {m.name} codes {m.code_token(0)}…{m.code_token(m.size - 1)} ({m.size})")
             lines.append(f"  {self.start_id(m.name):>7}  {m.start}   {self.end_id(m.name):>7}  {m.end}")
         return "\n".join(lines)
-
-
-def load_base_tokenizer(path: str | os.PathLike):
-    """A Hugging Face tokenizer from a directory, a sentencepiece ``.model`` file, or a hub id.
-
-    A bare sentencepiece model is read by :func:`sentencepiece_tokenizer` (its own settings). Hub ids are tried only when
-    the name is not a local path (and fail at once under ``HF_HUB_OFFLINE=1``)."""
-    from transformers import AutoTokenizer
-
-    p = Path(path)
-    if p.is_file() and p.suffix == ".model":
-        return sentencepiece_tokenizer(p)
-    if p.is_dir():
-        from anygpt.utils import refuse_remote_code
-
-        refuse_remote_code(p)
-        if (p / "tokenizer_config.json").exists() or (p / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(str(p), trust_remote_code=False)
-        if (p / "tokenizer.model").exists():
-            return sentencepiece_tokenizer(p / "tokenizer.model")
-        raise FileNotFoundError(f"{p}: no tokenizer files (tokenizer.json, tokenizer_config.json or tokenizer.model)")
-    if p.exists() or str(path).startswith((".", "/")):
-        raise FileNotFoundError(f"{p}: not a tokenizer directory or sentencepiece .model file")
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)  # a hub id
-
-
-def sentencepiece_tokenizer(model_file: str | os.PathLike):
-    """A fast Hugging Face tokenizer that encodes like ``SentencePieceProcessor.encode`` on
-    ``model_file``: the model's own type (unigram or BPE), normaliser, unknown piece and byte
-    fallback. (``LlamaTokenizer.from_pretrained`` on a bare ``.model`` rebuilds it as a BPE with
-    byte fallback assumed and no unknown token, so a model trained without byte fallback silently
-    dropped every character it had not seen: "ZEBRA" → "RA", issue 15.) Text the model cannot
-    represent becomes its unknown piece, visible in the ids and counted by ``build-data``.
-    No beginning-of-sequence token is added by ``encode``: the chat templates add it."""
-    from sentencepiece import sentencepiece_model_pb2
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import SpmConverter
-
-    path = Path(model_file)
-    proto = sentencepiece_model_pb2.ModelProto()
-    try:
-        proto.ParseFromString(path.read_bytes())
-    except Exception as e:  # a truncated or foreign file: one line naming it
-        raise ValueError(f"{path}: not a sentencepiece model ({e})") from None
-    spec = proto.trainer_spec
-    if spec.model_type == 1:  # unigram: pieces with scores
-        vocab: Any = [(piece.piece, piece.score) for piece in proto.pieces]
-    elif spec.model_type == 2:  # BPE: merges ranked by piece score
-        vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
-    else:
-        raise ValueError(f"{path}: sentencepiece model type {spec.model_type} (word/char) is not supported; train it as unigram or bpe")
-    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=False)
-    def piece(i: int) -> str | None:
-        return proto.pieces[i].piece if 0 <= i < len(proto.pieces) else None
-
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=piece(spec.unk_id), bos_token=piece(spec.bos_id),
-                                  eos_token=piece(spec.eos_id), pad_token=piece(spec.pad_id), clean_up_tokenization_spaces=False)
-    return tok
-
-
-def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
-    """How much of ``texts`` the tokenizer cannot represent: ``{"texts", "chars", "unknown_tokens",
-    "texts_with_unknown", "lost_chars"}``. ``unknown_tokens`` counts unknown-piece ids;
-    ``lost_chars`` the characters missing from the decoded text (after whitespace is collapsed),
-    which is what a tokenizer that silently drops text loses."""
-    unk = tokenizer.unk_token_id
-    out = {"texts": 0, "chars": 0, "unknown_tokens": 0, "texts_with_unknown": 0, "lost_chars": 0}
-    for t in texts:
-        ids = tokenizer.encode(t, add_special_tokens=False)
-        n_unk = sum(1 for i in ids if i == unk) if unk is not None else 0
-        back = tokenizer.decode(ids, skip_special_tokens=True)
-        a, b = "".join(t.split()), "".join(back.split())
-        out["texts"] += 1
-        out["chars"] += len(a)
-        out["unknown_tokens"] += n_unk
-        out["texts_with_unknown"] += int(n_unk > 0 or a != b)
-        out["lost_chars"] += 0 if a == b else max(len(a) - _common_chars(a, b), 0)
-    return out
-
-
-def _common_chars(a: str, b: str) -> int:
-    """Characters of ``a`` found, in order, in ``b`` (a cheap lower bound of the kept text)."""
-    import difflib
-
-    return sum(m.size for m in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks())

@@ -1,7 +1,8 @@
-"""`demo` tokenizers: codebooks fitted in seconds with k-means, for the embedded default.
+"""K-means tokenizers: codebooks fitted in seconds, for the embedded default (``anygpt demo``).
 
-Demo-grade, labelled as such: they make a tiny any-to-any model trainable on a CPU in minutes,
-and their decode is recognisable, not good.
+They register as the ``demo-image`` / ``demo-speech`` / ``demo-music`` backends (the names cards
+on disk carry, with ``grade: demo``): demo-grade, labelled as such. They make a tiny any-to-any
+model trainable on a CPU in minutes, and their decode is recognisable, not good.
 
 - ``demo-image``: a fixed-size RGB image (default 64×64) cut into ``patch_size`` patches (default
   8×8 → 64 codes per image); each patch is replaced by its nearest codebook patch. Decode pastes
@@ -14,7 +15,7 @@ A fitted tokenizer is a directory: ``card.yaml`` + ``codebook.safetensors``. The
 the codebook and every setting that changes codes. ``fit`` takes in-memory items (PIL images /
 float32 waveforms at the tokenizer's rate), media paths, or a JSONL manifest path::
 
-    tok = DemoImageTokenizer.fit(images, "out/image_tok", codebook_size=512)
+    tok = KMeansImageTokenizer.fit(images, "out/image_tok", codebook_size=512)
     codes = tok.encode([img])[0]          # 64 ints in [0, 512)
     img2 = tok.decode(codes)              # PIL image
 """
@@ -29,33 +30,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, load_card, register_backend
+from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, load_card, register_backend, repair_codes
 from anygpt.modality.kmeans import kmeans, nearest
 
 WEIGHTS_FILE = "codebook.safetensors"
-
-
-def repair_codes(codes: Sequence[int] | np.ndarray, codebook_size: int, length: int | None,
-                 filler: int, what: str) -> np.ndarray:
-    """Codes of one item made valid: out-of-range codes → ``filler``; with a fixed ``length``, a
-    short item is padded with ``filler`` and a long one truncated. Each repair warns once."""
-    arr = np.asarray(list(codes) if not isinstance(codes, np.ndarray) else codes, dtype=np.int64).reshape(-1)
-    bad = (arr < 0) | (arr >= codebook_size)
-    if bad.any():
-        warnings.warn(f"{what}: {int(bad.sum())} code(s) outside [0, {codebook_size}) replaced", stacklevel=3)
-        arr = np.where(bad, filler, arr)
-    if length is not None and arr.size != length:
-        warnings.warn(f"{what}: got {arr.size} codes, expected {length}; "
-                      f"{'padded' if arr.size < length else 'truncated'}", stacklevel=3)
-        arr = np.concatenate([arr, np.full(max(0, length - arr.size), filler, dtype=np.int64)])[:length]
-    return arr
 
 
 def iter_fit_items(items: Any, load) -> Iterable[Any]:
     """Items for ``fit``: a JSONL manifest path (``{"path": ...}`` per line), or an iterable of
     in-memory media and/or media paths. ``load(path)`` reads one path; unreadable files are
     skipped with a warning."""
-    from anygpt.modality.base import CodeLayout, MediaError
+    from anygpt.modality.media import MediaError
     from anygpt.utils import read_jsonl
 
     def safe_load(path):
@@ -74,7 +59,7 @@ def iter_fit_items(items: Any, load) -> Iterable[Any]:
     yield from (x for x in loaded if x is not None)
 
 
-class DemoTokenizer(ModalityTokenizer):
+class KMeansTokenizer(ModalityTokenizer):
     """Shared plumbing: a codebook tensor plus settings, saved as a card directory."""
 
     settings_keys: tuple[str, ...] = ()
@@ -91,12 +76,12 @@ class DemoTokenizer(ModalityTokenizer):
         self.filler = int(nearest(self.codebook.mean(0, keepdim=True), self.codebook)[0])
 
     @classmethod
-    def from_card(cls, card: TokenizerCard, device: str | None = None) -> "DemoTokenizer":
+    def from_card(cls, card: TokenizerCard, device: str | None = None) -> "KMeansTokenizer":
         from safetensors.torch import load_file
 
         path = card.path("weights") or card.root / WEIGHTS_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{path}: demo tokenizer codebook not found (card {card.root})")
+            raise FileNotFoundError(f"{path}: k-means tokenizer codebook not found (card {card.root})")
         codebook = load_file(str(path))["codebook"].numpy()
         settings = {k: card.settings[k] for k in cls.settings_keys if k in card.settings}
         missing = [k for k in cls.settings_keys if k not in settings]
@@ -108,7 +93,7 @@ class DemoTokenizer(ModalityTokenizer):
         return cls(codebook, settings, card, device)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "DemoTokenizer":
+    def load(cls, directory: str | os.PathLike) -> "KMeansTokenizer":
         """Load a fitted tokenizer directory (``card.yaml`` + codebook)."""
         return cls.from_card(load_card(directory))
 
@@ -136,7 +121,7 @@ class DemoTokenizer(ModalityTokenizer):
 
 
 @register_backend("demo-image")
-class DemoImageTokenizer(DemoTokenizer):
+class KMeansImageTokenizer(KMeansTokenizer):
     """Patch k-means image tokenizer: ``(image_size / patch_size)²`` codes per image."""
 
     modality = "image"
@@ -156,7 +141,7 @@ class DemoImageTokenizer(DemoTokenizer):
 
     def _patches(self, images: Sequence[Any]) -> torch.Tensor:
         """Images → (B * grid², patch_size² * 3) floats in [0, 1]."""
-        from anygpt.media import resize_image, to_rgb
+        from anygpt.modality.media import resize_image, to_rgb
 
         arr = np.stack([np.asarray(resize_image(to_rgb(im), self.image_size, self.resize_policy), dtype=np.float32)
                         for im in images]) / 255.0
@@ -173,8 +158,7 @@ class DemoImageTokenizer(DemoTokenizer):
     def decode(self, codes):
         from PIL import Image
 
-        lay = self.code_layout
-        c = repair_codes(codes, lay.n_codes, lay.fixed_length, self.filler, "demo-image decode")
+        c = repair_codes(codes, self.code_layout, "demo-image decode", self.filler)
         g, p = self.grid, self.patch_size
         patches = self.codebook[torch.from_numpy(c)].numpy().reshape(g, g, p, p, 3).transpose(0, 2, 1, 3, 4)
         arr = np.clip(patches.reshape(self.image_size, self.image_size, 3) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -183,9 +167,9 @@ class DemoImageTokenizer(DemoTokenizer):
     @classmethod
     def fit(cls, items: Any, out_dir: str | os.PathLike | None = None, *, codebook_size: int = 512,
             image_size: int = 64, patch_size: int = 8, resize_policy: str = "resize", iters: int = 20,
-            seed: int = 0) -> "DemoImageTokenizer":
+            seed: int = 0) -> "KMeansImageTokenizer":
         """Fit the patch codebook on images (PIL images, paths, or a JSONL manifest path)."""
-        from anygpt.media import load_image
+        from anygpt.modality.media import load_image
 
         settings = {"image_size": int(image_size), "patch_size": int(patch_size), "resize_policy": resize_policy}
         proto = cls(np.zeros((1, patch_size * patch_size * 3), np.float32), settings)
@@ -198,7 +182,7 @@ class DemoImageTokenizer(DemoTokenizer):
         return tok
 
 
-class DemoAudioTokenizer(DemoTokenizer):
+class KMeansAudioTokenizer(KMeansTokenizer):
     """Log-mel frame k-means at ``frames_per_second``; decode with Griffin-Lim."""
 
     settings_keys = ("sample_rate", "frames_per_second", "n_mels", "n_fft", "pool", "griffin_lim_iters", "max_seconds")
@@ -239,7 +223,7 @@ class DemoAudioTokenizer(DemoTokenizer):
 
     def frames(self, batch: Sequence[Any]) -> list[torch.Tensor]:
         """Log-mel frames of each waveform (what the codebook quantises)."""
-        from anygpt.media import check_waveform
+        from anygpt.modality.media import check_waveform
 
         return [self._log_mel(check_waveform(np.asarray(w, dtype=np.float32).reshape(-1), f"{self.name} item")) for w in batch]
 
@@ -279,7 +263,7 @@ class DemoAudioTokenizer(DemoTokenizer):
         return wav.numpy().astype(np.float32)
 
     def decode(self, codes):
-        c = repair_codes(codes, self.code_layout.n_codes, None, self.filler, f"{self.name} decode")
+        c = repair_codes(codes, self.code_layout, f"{self.name} decode", self.filler)
         if c.size == 0:
             warnings.warn(f"{self.name} decode: no codes; returning one frame of silence", stacklevel=2)
             return np.zeros(self.hop, dtype=np.float32)
@@ -287,11 +271,11 @@ class DemoAudioTokenizer(DemoTokenizer):
 
     @classmethod
     def fit(cls, items: Any, out_dir: str | os.PathLike | None = None, *, codebook_size: int | None = None,
-            iters: int = 20, seed: int = 0, max_frames: int = 200_000, **settings: Any) -> "DemoAudioTokenizer":
+            iters: int = 20, seed: int = 0, max_frames: int = 200_000, **settings: Any) -> "KMeansAudioTokenizer":
         """Fit the frame codebook on waveforms (float32 arrays at ``sample_rate``, paths, or a
         JSONL manifest path). ``settings`` override the class defaults (``sample_rate``,
         ``frames_per_second``, ``n_mels``, ``n_fft``, ``pool``, ``griffin_lim_iters``, ``max_seconds``)."""
-        from anygpt.media import load_audio
+        from anygpt.modality.media import load_audio
 
         unknown = set(settings) - set(cls.settings_keys)
         if unknown:
@@ -313,7 +297,7 @@ class DemoAudioTokenizer(DemoTokenizer):
 
 
 @register_backend("demo-speech")
-class DemoSpeechTokenizer(DemoAudioTokenizer):
+class KMeansSpeechTokenizer(KMeansAudioTokenizer):
     """16 kHz speech, 25 log-mel frames/s (hop 640 = 4 × 160), 1024 codes."""
 
     modality = "speech"
@@ -323,7 +307,7 @@ class DemoSpeechTokenizer(DemoAudioTokenizer):
 
 
 @register_backend("demo-music")
-class DemoMusicTokenizer(DemoAudioTokenizer):
+class KMeansMusicTokenizer(KMeansAudioTokenizer):
     """22.05 kHz music, 25 log-mel frames/s (hop 882 = 3 × 294), 512 codes."""
 
     modality = "music"
@@ -332,11 +316,11 @@ class DemoMusicTokenizer(DemoAudioTokenizer):
                 "griffin_lim_iters": 32, "max_seconds": 30.0}
 
 
-DEMO_TOKENIZERS = {"image": DemoImageTokenizer, "speech": DemoSpeechTokenizer, "music": DemoMusicTokenizer}
+KMEANS_TOKENIZERS = {"image": KMeansImageTokenizer, "speech": KMeansSpeechTokenizer, "music": KMeansMusicTokenizer}
 
 
-def demo_tokenizer_class(modality: str) -> type[DemoTokenizer]:
-    """The demo tokenizer class for a modality (``image``, ``speech``, ``music``)."""
-    if modality not in DEMO_TOKENIZERS:
-        raise ValueError(f"no demo tokenizer for modality {modality!r}; known: {', '.join(DEMO_TOKENIZERS)}")
-    return DEMO_TOKENIZERS[modality]
+def kmeans_tokenizer_class(modality: str) -> type[KMeansTokenizer]:
+    """The k-means tokenizer class for a modality (``image``, ``speech``, ``music``)."""
+    if modality not in KMEANS_TOKENIZERS:
+        raise ValueError(f"no k-means tokenizer for modality {modality!r}; known: {', '.join(KMEANS_TOKENIZERS)}")
+    return KMEANS_TOKENIZERS[modality]

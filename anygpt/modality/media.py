@@ -1,7 +1,9 @@
 """Media I/O for the modality tokenizers: images via Pillow, audio via soundfile + torchaudio.
 
-Every loader raises :class:`anygpt.modality.base.MediaError` with ``"<path>: <reason>"`` on
-unreadable or invalid input, so batch jobs can record the reason and go on.
+The one home for media I/O: every reader, writer, resampler and filterbank the package uses is
+here. Every loader raises :class:`MediaError` with ``"<path>: <reason>"`` on unreadable or
+invalid input, so batch jobs can record the reason and go on. This module sits below the
+tokenizer protocol (:mod:`anygpt.modality.base` imports it, never the reverse).
 
 - Images: any Pillow mode → RGB (transparency composited on white), an explicit resize policy
   (``"resize"``: squash to ``size×size`` without cropping, as the reference does; ``"center-crop"``:
@@ -11,6 +13,9 @@ unreadable or invalid input, so batch jobs can record the reason and go on.
   channels, resampling with ``torchaudio.functional.resample`` at bounded cost (source rates
   1–768 kHz; see :func:`resample_ratio`), a duration limit, and rejection of
   empty, zero-channel, NaN or Inf audio. Waveforms are float32 1-D numpy arrays.
+- Writers: :func:`save_image` (format from the suffix, PNG by default) and :func:`save_audio`
+  (16-bit PCM wav), both atomic.
+- Spectral: :func:`mel_filterbank` (torchaudio's triangular filters).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from anygpt.modality.base import MediaError
 from anygpt.utils import atomic_path
 
 RESIZE_POLICIES = ("resize", "center-crop")
 DEFAULT_MAX_PIXELS = 64_000_000  # about 8000×8000: larger files are refused before decoding
+
+
+class MediaError(ValueError):
+    """Unreadable or invalid media; the message names the file and the reason."""
 
 
 def _check_regular(path: Path) -> None:
@@ -43,9 +51,12 @@ def _check_regular(path: Path) -> None:
         raise MediaError(f"{path}: not a regular file (a folder, FIFO or device); give a media file")
 
 
-def _open_image(path: Path, max_pixels: int):
+def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Open and decode an image file as it is (any Pillow mode), refusing non-regular files and
+    images over ``max_pixels`` before decoding them (the decompression-bomb guard)."""
     from PIL import Image
 
+    path = Path(path)
     _check_regular(path)
     try:
         with warnings.catch_warnings():
@@ -108,7 +119,7 @@ def resize_image(img, size: int | None, policy: str = "resize"):
 def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "resize",
                max_pixels: int = DEFAULT_MAX_PIXELS):
     """Read an image file as an RGB ``PIL.Image`` of ``size×size`` (or its own size when None)."""
-    img = _open_image(Path(path), max_pixels)
+    img = open_image(path, max_pixels)
     if img.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():  # a float TIFF with NaN would silently turn black
@@ -117,14 +128,18 @@ def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "
 
 
 def save_image(img, path: str | os.PathLike) -> Path:
-    """Write a PIL image (or an HxWx3 uint8 array) as PNG, atomically."""
+    """Write a PIL image (or an HxWx3 uint8 array) atomically, in the format its suffix names
+    (``.jpg``, ``.webp``, …); PNG for ``.png`` and for any suffix Pillow does not know."""
     from PIL import Image
 
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img.astype(np.uint8))
     path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    if fmt == "JPEG" and img.mode not in ("RGB", "L", "CMYK"):
+        img = to_rgb(img)  # JPEG has no alpha channel
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format=fmt)
     return path
 
 
@@ -271,3 +286,14 @@ def save_audio(wav, sample_rate: int, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         sf.write(str(tmp), wav, int(sample_rate), format="WAV", subtype="PCM_16")
     return path
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, fmin: float = 0.0,
+                   fmax: float | None = None) -> np.ndarray:
+    """Triangular HTK-mel filters ``[n_mels, n_fft // 2 + 1]`` (torchaudio's, unnormalised), to
+    multiply with a power spectrogram of ``n_fft``-point frames at ``sample_rate``."""
+    import torchaudio.functional as AF
+
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, float(fmin), float(sample_rate / 2 if fmax is None else fmax),
+                            int(n_mels), int(sample_rate), norm=None, mel_scale="htk")
+    return fb.T.numpy().astype(np.float32)
