@@ -16,13 +16,33 @@ SUBSTITUTIONS (explicit): an elision ``…`` / ``...`` in a command stands for "
 it is replaced by the arguments of the nearest earlier command of the same anygpt subcommand in
 that README (dropped when there is none); shell variables (``$NODE_RANK``) are replaced by ``0``. Commands of
 other programs (``cat``, ``pip``, ``git``…) are listed in OTHER_PROGRAMS and not checked.
-What a command does once parsed is tested by the area's own tests and by ``tests/user_path``.
+
+RUNNING THEM (``test_readme_data_steps_run``, default; ``test_every_readme_command_runs``, slow): the
+commands run in README order (README.md, then the folder READMEs) in one sandbox folder that holds
+copies of ``train/ tokenizers/ data_pipeline/ inference/`` (a checkout, as a user runs them) and the
+user's own inputs the commands name, generated small: ``images.jsonl`` (odd-sized, RGBA and greyscale
+pictures), ``convs.jsonl`` (a three-round conversation), ``recipe.yaml``, ``sp.model``,
+``path/to/llama-2-7b`` (a small LLaMA-style tokenizer), ``laion-coco-caption.jsonl`` /
+``commonvoice.jsonl`` (the reference's format), ``corpus/`` (held-out manifests), ``reply.txt``,
+``voice_prompt.wav`` and ``~/data/LibriSpeech`` (``HOME`` is the sandbox, ``~/`` expands to it). ``out/model`` (inference
+README) is the export README.md's path made. Each runs through ``bash`` as written, with SMALL's
+arguments appended (two training steps of batch 1, one eval item, eight new tokens, no progress
+bars); a ``train`` under a launcher or from a folder README writes to ``out_dir=runs/<folder>-<line>`` so it
+does not resume another README line's run (README.md's own chain keeps its recipes' out_dir); the
+interactive chat gets ``hello`` then ``/quit`` on stdin. A command the README marks
+``# not run here: REASON`` (GPUs, 7B weights, a server) is only parsed, as are the ``make`` targets
+(NOT_RUN says why). Each must exit 0 (or EXIT's documented status) without a Python traceback.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -166,3 +186,181 @@ def test_the_old_deepspeed_line_would_have_been_caught():
         check("deepspeed --num_gpus 8 -m anygpt.cli train --config train/pretrain_7b.yaml", "README.md:102")
     with pytest.raises(AssertionError, match="rejected by anygpt's parser"):
         check("anygpt train --konfig train/tiny.yaml", "x")
+
+
+# ---------------------------------------------------------------- running them
+NOT_RUN_MARK = re.compile(r"#.*\bnot run here: (.+)$")
+NOT_RUN = {"make demo": "the embedded default itself (17 minutes); tests/test_demo.py runs its --quick form",
+           "make test": "the suite this test is part of"}
+# appended to a command of this anygpt subcommand (see RUNNING THEM)
+SMALL = {"train": ["steps=2", "log.every=1", "checkpoint.every=0", "deepspeed.micro_batch_size=1"],
+         "eval": ["--limit", "1", "--preset", "greedy"],
+         "chat": ["--set", "max_new_tokens=8"], "tokenize": ["--no-progress"]}
+# commands whose documented exit status on the sandbox's model is not 0, and why
+EXIT = {"--script inference/example_prompts.jsonl": (1, "its music turn: the path's model has only an image tokenizer; "
+                                                     "the turn gets an error and the script goes on (exit 1)")}
+BIN = Path(sys.executable).parent
+
+
+def not_run_reason(readme: str, line: int, cmd: str) -> str | None:
+    """Why a command is only parsed: its README's ``# not run here: …`` mark, or NOT_RUN."""
+    lines = (REPO / readme).read_text(encoding="utf-8").splitlines()
+    end = line
+    while lines[end - 1].rstrip().endswith("\\"):  # the mark sits on the command's last line
+        end += 1
+    m = NOT_RUN_MARK.search(lines[end - 1])
+    return m.group(1).strip() if m else NOT_RUN.get(cmd)
+
+
+def runnable(readme: str, line: int, cmd: str) -> tuple[list[str], str]:
+    """``(argv, stdin)`` for the shell: elisions filled, SMALL appended (see RUNNING THEM)."""
+    argv = shlex.split(cmd)
+    env = []
+    while argv and re.match(r"^[A-Z_][A-Z0-9_]*=", argv[0]):
+        env.append(argv.pop(0))
+    i = next((k for k, a in enumerate(argv) if a in ("anygpt", "anygpt.cli")), None)
+    assert i is not None and i + 1 < len(argv), f"{readme}:{line}: {cmd}: not an anygpt command"
+    head, sub, rest = argv[:i + 1], argv[i + 1], argv[i + 2:]
+    rest = _fill([sub, *rest], f"{readme}:{line}")[1:]
+    launched = argv[0] in ("torchrun", "deepspeed")
+    if launched:
+        head = [a for a in head if a not in ELISIONS]
+    extra = list(SMALL.get(sub, []))
+    if sub == "chat" and ("--script" in rest or "--single" in rest):
+        stdin = ""
+    elif sub == "chat":
+        stdin = "hello\n/quit\n"
+    else:
+        stdin = ""
+    if sub == "train" and (launched or readme != "README.md"):  # README.md's chain reads its own runs/…/export
+        extra.append(f"out_dir=runs/{Path(readme).parent.name or 'top'}-{line}")
+    return env + head + [sub, *rest, *extra], stdin
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_sandbox(root: Path, base_tokenizer_dir: Path) -> Path:
+    """The folder the README commands run in (see RUNNING THEM)."""
+    import json
+
+    from anygpt.vocab import VocabLayout
+
+    for d in ("train", "tokenizers", "data_pipeline", "inference"):
+        shutil.copytree(REPO / d, root / d)
+    _load(REPO / "tests" / "user_path" / "test_user_path.py", "user_path_data")._write_user_data(root)
+    shutil.copytree(base_tokenizer_dir, root / "path" / "to" / "llama-2-7b")
+    rounds = [("What is this? <image:pics/sunset.png>", "A sunset."), ("Late?", "Yes."), ("Thanks!", "Hello.")]  # < 256 tokens
+    conv = {"id": "three-rounds", "conversation": [[{"role": "user", "message": u}, {"role": "assistant", "message": a}]
+                                                   for u, a in rounds]}
+    (root / "convs.jsonl").write_text(json.dumps(conv) + "\n")
+    (root / "recipe.yaml").write_text("seed: 0\nnum_samples: 16\ndatasets:\n"
+                                      "  - {name: pics, shards: codes/image, modality: image, weight: 1, t2x_prob: 0.5, card: tok/image}\n")
+    for m in ("image", "speech"):
+        (root / "corpus" / m).mkdir(parents=True)
+        text = (root / m / "test.jsonl").read_text().replace('"path": "../', '"path": "../../')
+        (root / "corpus" / m / "test.jsonl").write_text(text)
+    shutil.copy(REPO / "tests" / "data" / "anygpt_pretrain_image.jsonl", root / "laion-coco-caption.jsonl")
+    shutil.copy(REPO / "tests" / "data" / "anygpt_pretrain_speech.jsonl", root / "commonvoice.jsonl")
+    image = VocabLayout.from_profile("anygpt", 0, {"image": 512, "speech": 0, "music": 0}).modality("image")
+    (root / "reply.txt").write_text("Here it is: " + image.start + "".join(image.code_token(i) for i in range(64)) + image.end)
+    shutil.copy(root / "voice" / "v0.wav", root / "voice_prompt.wav")
+    _load(REPO / "tests" / "benchmark_fixtures.py", "benchmark_fixtures").write_librispeech(root / "data")
+    return root
+
+
+def run_readme(readme: str, line: int, cmd: str, root: Path, in_process: bool = False, timeout: float = 900) -> str:
+    """Run one README command in the sandbox; returns its output (stdout + stderr)."""
+    argv, stdin = runnable(readme, line, cmd)
+    argv = [f"{root}{a[1:]}" if a.startswith("~/") else a for a in argv]  # bash's tilde expansion, HOME = root
+    where = f"{readme}:{line}: {shlex.join(argv)}"
+    if in_process:
+        return _in_process(argv, root, where)
+    env = {**os.environ, "HOME": str(root), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    proc = subprocess.run(["bash", "-c", shlex.join(argv)], cwd=root, env=env, input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    want = next((code for key, (code, _) in EXIT.items() if key in cmd), 0)
+    assert proc.returncode == want and "Traceback" not in out, f"{where}: exit {proc.returncode}\n{out[-4000:]}"
+    return out
+
+
+def _in_process(argv: list[str], root: Path, where: str) -> str:
+    """``anygpt …`` through ``anygpt.cli.main`` in this process (no interpreter start per command)."""
+    import contextlib
+    import io
+
+    from anygpt.cli import main
+
+    assert argv[0] == "anygpt", where
+    buf, cwd = io.StringIO(), os.getcwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            try:
+                rc = main(argv[1:])
+            except SystemExit as e:
+                rc = e.code
+    finally:
+        os.chdir(cwd)
+    out = buf.getvalue()
+    assert rc in (0, None) and "Traceback" not in out, f"{where}: exit {rc}\n{out[-4000:]}"
+    return out
+
+
+def _subcommand(argv: list[str]) -> str:
+    return argv[next(i for i, a in enumerate(argv) if a in ("anygpt", "anygpt.cli")) + 1]
+
+
+def _to_run(readmes: list[str]) -> list[tuple[str, int, str]]:
+    return [(r, n, c) for r, n, c in ALL if r in readmes and not not_run_reason(r, n, c)]
+
+
+# the path's data steps: the commands a user meets first, and the ones that drift with file formats
+DATA_STEPS = {"fit-tokenizer", "tokenize", "vocab", "build-data", "detokenize"}
+
+
+def test_readme_data_steps_run(tmp_path, base_tokenizer_dir):
+    """README.md's data steps, in order, as written, on the user's own small inputs (in this process)."""
+    root = make_sandbox(tmp_path, base_tokenizer_dir)
+    steps = [(r, n, c) for r, n, c in _to_run(["README.md"]) if c.split()[:1] == ["anygpt"] and c.split()[1] in DATA_STEPS]
+    assert [c.split()[1] for _, _, c in steps] == ["fit-tokenizer", "tokenize", "vocab", "build-data", "build-data",
+                                                   "build-data", "detokenize"]
+    outs = [run_readme(r, n, c, root, in_process=True) for r, n, c in steps]
+    assert (root / "grown" / "anygpt_layout.json").exists() and (root / "data" / "sft" / "anygpt_data.json").exists()
+    assert "8 items tokenized" in outs[1] and len(list((root / "media").glob("*.png"))) == 8
+    # the same build again: its output exists; one line naming it and the fix, not a traceback
+    r, n, c = steps[5]
+    with pytest.raises(AssertionError, match=r"exit 2\n\s*anygpt build-data: error: data/sft: already exists and is not empty "
+                       r"\(pass --overwrite to replace it\)\n\s*\n"):
+        run_readme(r, n, c, root, in_process=True)
+
+
+def test_not_run_commands_say_why():
+    skipped = {f"{r}:{n}": not_run_reason(r, n, c) for r, n, c in ALL if not_run_reason(r, n, c)}
+    assert any(why.startswith("8 GPUs") for why in skipped.values()) and all(len(why) > 5 for why in skipped.values())
+    subs = {_subcommand(runnable(r, n, c)[0]) for r, n, c in _to_run(READMES)}
+    # the commands run cover the path through the stack
+    assert {"vocab", "tokenize", "build-data", "train", "chat", "eval", "detokenize", "fit-tokenizer"} <= subs
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path, base_tokenizer_dir):
+    """Every README command not marked "not run here", in order, through bash, as a user runs it."""
+    root = make_sandbox(tmp_path, base_tokenizer_dir)
+    for readme in READMES:
+        if readme == "inference/README.md":
+            (root / "out").mkdir(exist_ok=True)
+            (root / "out" / "model").symlink_to(root / "runs" / "sft_tiny" / "export")
+        for r, n, c in _to_run([readme]):
+            run_readme(r, n, c, root)
+    assert (root / "runs" / "sft_tiny" / "export" / "tokenizers" / "image" / "card.yaml").exists()
+    assert (root / "out" / "transcript.jsonl").exists() and list((root / "eval").glob("*.json"))

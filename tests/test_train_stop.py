@@ -108,3 +108,36 @@ def test_sigterm_and_sigkill_to_the_deepspeed_launcher_stop_both_ranks(tiny_trai
         n = len((tmp / "run" / "metrics.jsonl").read_text().splitlines())
         time.sleep(2)
         assert len((tmp / "run" / "metrics.jsonl").read_text().splitlines()) == n  # nothing writes on
+
+
+def test_an_error_mid_run_in_process_gives_the_signal_handlers_back(tiny_train_data, tmp_path, monkeypatch):
+    """`anygpt.train.run` in a process that keeps going (a test, a notebook, a sweep): when the loop
+    raises, the SIGTERM / SIGINT handlers that were there before the run are there after it."""
+    from anygpt.train import loop
+    from anygpt.train.config import load_config
+    from anygpt.train.distributed import free_port
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": os.environ.get("MASTER_PORT", str(free_port()))}.items():
+        monkeypatch.setenv(key, value)  # one in-process rank; restored after the test
+
+    def mine(signum, frame):  # the handlers this process had before training
+        raise AssertionError("not called")
+
+    during = {}
+
+    def failing_loss(*args, **kwargs):
+        during.update({sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)})
+        raise RuntimeError("loss exploded")
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        monkeypatch.setattr(loop, "token_losses", failing_loss)
+        cfg = load_config(recipe(tmp_path, tiny_train_data))  # fails at its first step
+        with pytest.raises(RuntimeError, match="loss exploded"):
+            loop.run(cfg)
+        assert during and all(h is not mine for h in during.values())  # training had its StopWatch installed
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

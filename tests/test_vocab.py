@@ -190,6 +190,9 @@ def test_split_ids_is_lenient():
 
 
 UNSEEN = ["Visualize ZEBRA", "digits 0123456789 and 3.14", "emoji 🙂🎵 ok", "中文 and 日本語 CJK", "hello world"]
+# spaces where sentencepiece strips, collapses or keeps them (the dummy prefix was lost after a stripped space)
+SPACED = [" hello", "   hello world", "hello ", "hello   world  ", "a  b   c", "   ", " ", "", "\tworld", "x\ny",
+          " Visualize ZEBRA ", "  42 🙂 中文  ", " 3.14\u3000日本語"]
 
 
 def _user_sp_model(tmp_path, model_type: str, byte_fallback: bool):
@@ -220,11 +223,13 @@ def test_grown_sentencepiece_base_keeps_its_text_behaviour(cli, tmp_path, model_
     model, sp = _user_sp_model(tmp_path, model_type, byte_fallback)
     cli("vocab", "--base", model, "--profile", "default", "--sizes", "image=16,speech=8,music=0", "--out", tmp_path / "grown")
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "grown"))
-    for text in UNSEEN:
-        assert tok.encode(text, add_special_tokens=False) == sp.encode(text), text
+    for text in UNSEEN + SPACED:
+        assert tok.encode(text, add_special_tokens=False) == sp.encode(text), repr(text)
     cov = text_coverage(tok, UNSEEN)
     if byte_fallback:
         assert all(tok.decode(tok.encode(t, add_special_tokens=False)) == t for t in UNSEEN)
+        for text in SPACED:  # round-trips to what sentencepiece itself gives back (extra spaces removed)
+            assert tok.decode(tok.encode(text, add_special_tokens=False)) == sp.decode(sp.encode(text)), repr(text)
         assert cov["unknown_tokens"] == cov["lost_chars"] == 0
     else:
         ids = tok.encode("ZEBRA", add_special_tokens=False)

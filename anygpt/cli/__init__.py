@@ -2,7 +2,7 @@
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Errors a user can fix (bad file, bad flag) are raised as ``CLIError`` / ``ValueError`` /
-``FileNotFoundError`` and printed as one line, exit code 2.
+``FileNotFoundError`` / ``FileExistsError`` and printed as one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as e:
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"anygpt {args.command}: error: {msg}", file=sys.stderr)
         return 2

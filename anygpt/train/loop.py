@@ -36,7 +36,7 @@ from anygpt.train import checkpoint, contract
 from anygpt.train.config import RECIPES_DIR, TrainConfig, load_config, save_config
 from anygpt.train.distributed import init_distributed
 from anygpt.train.metrics import GroupedLoss, MetricsLog, default_peak_flops, plot_losses
-from anygpt.train.stop import StopWatch, TrainingStopped
+from anygpt.train.stop import StopWatch, TrainingStopped, restores_signal_handlers
 from anygpt.utils import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ def model_source(cfg: TrainConfig):
     return model_cfg, src.init_from, checkpoint.full_weights(cfg.init_from)
 
 
+@restores_signal_handlers  # SIGTERM / SIGINT handlers back however the run ends, an error mid-loop included
 def run(cfg: TrainConfig) -> Path | None:
     """Train with ``cfg`` and export; returns the export dir (None when ``export.enabled`` is off).
 

@@ -9,14 +9,25 @@ A rank also stops when a launcher process above it has gone (``deepspeed`` / ``t
 ``anygpt.train.launch`` killed with SIGKILL, or exiting on SIGTERM without passing it on): the
 launcher's pid is looked up once from ``/proc`` at start, so orphaned ranks do not train on and
 keep writing checkpoints. A plain process (no launcher) has nothing to watch.
+
+The handlers belong to the run: ``with StopWatch() as stop:`` (or a function decorated with
+:func:`restores_signal_handlers`) puts the previous SIGTERM / SIGINT handlers back however the run
+ends, a raised error included, so a process that trains in-process (a test, a notebook, a sweep)
+gets its own Ctrl-C back.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 LAUNCHER_MARKERS = ("deepspeed", "torchrun", "torch.distributed.run", "torch/distributed/run", "anygpt.train.launch",
                     "anygpt/train/launch")
@@ -78,7 +89,8 @@ class StopWatch:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> "StopWatch":
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        """Route SIGTERM / SIGINT to this watch; :meth:`restore` (or leaving ``with``) undoes it."""
+        for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not the main thread (a test harness): stop requests come only from launchers
@@ -86,9 +98,16 @@ class StopWatch:
         return self
 
     def restore(self) -> None:
+        """Put back the handlers :meth:`install` replaced (idempotent)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def __enter__(self) -> "StopWatch":
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.reason is not None and signum == signal.SIGINT:
@@ -120,6 +139,33 @@ class StopWatch:
     def exit_code(self) -> int:
         """128 + the signal number, the shell's convention for a run ended by a signal."""
         return 128 + int(self.signum or signal.SIGTERM)
+
+
+@contextmanager
+def signal_handlers_restored() -> Iterator[None]:
+    """The SIGTERM / SIGINT handlers on entry are the handlers on exit, however the block ends."""
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:  # None: set from C, not restorable from Python
+                try:
+                    signal.signal(sig, handler)
+                except ValueError:  # not the main thread: nothing was installed here either
+                    pass
+
+
+def restores_signal_handlers(fn: F) -> F:
+    """Decorator: run ``fn`` inside :func:`signal_handlers_restored` (for a training entry point
+    whose StopWatch could be left installed by an error raised mid-run)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with signal_handlers_restored():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class TrainingStopped(SystemExit):

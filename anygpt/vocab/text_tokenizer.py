@@ -57,7 +57,10 @@ def sentencepiece_tokenizer(model_file: str | os.PathLike):
         vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     else:
         raise ValueError(f"{path}: sentencepiece model type {spec.model_type} (word/char) is not supported; train it as unigram or bpe")
-    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=False)
+    # legacy=True: the dummy prefix goes on every text chunk, as ``SentencePieceProcessor.encode`` puts it on every
+    # text. legacy=False prepends it only where the chunk starts at offset 0 of the original string, so text with
+    # leading spaces (stripped before the prefix) lost its "▁" and its ids differed from sentencepiece's.
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=True)
     def piece(i: int) -> str | None:
         return proto.pieces[i].piece if 0 <= i < len(proto.pieces) else None
 
