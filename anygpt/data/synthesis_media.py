@@ -44,7 +44,7 @@ class CorpusImageGenerator(MediaGenerator):
         self.size = size
 
     def render(self, description, path, rng):
-        from anygpt.data.corpus import _write_png
+        from anygpt.modality.media import save_image
         from anygpt.data.shapes import COLOURS, SHAPES, render_shape, shape_box
 
         shape = _word(description, SHAPES) or rng.choice(SHAPES)
@@ -52,7 +52,7 @@ class CorpusImageGenerator(MediaGenerator):
         frac = rng.uniform(0.4, 0.58) if "small" in description.lower() else rng.uniform(0.6, 0.8)
         bg = "grey" if re.search(r"\bgr[ae]y background", description.lower()) else "white"
         box = shape_box(rng, self.size, frac)
-        _write_png(render_shape(shape, colour, self.size, box, bg), path)
+        save_image(render_shape(shape, colour, self.size, box, bg), path)
 
 
 class CorpusMusicGenerator(MediaGenerator):
@@ -64,7 +64,7 @@ class CorpusMusicGenerator(MediaGenerator):
         self.sample_rate, self.seconds = sample_rate, seconds
 
     def render(self, description, path, rng):
-        from anygpt.data.corpus import _write_wav
+        from anygpt.modality.media import save_audio
         from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, render_melody
 
         instrument = _word(description, INSTRUMENTS) or rng.choice(INSTRUMENTS)
@@ -72,7 +72,7 @@ class CorpusMusicGenerator(MediaGenerator):
         m = re.search(r"\b([A-G]) (major|minor)\b", description)
         key = f"{m.group(1)} {m.group(2)}" if m and f"{m.group(1)} {m.group(2)}" in KEYS else rng.choice(list(KEYS))
         audio = render_melody(instrument, rng.randint(*TEMPOS[tempo]), key, self.seconds, self.sample_rate, rng)
-        _write_wav(audio, self.sample_rate, path)
+        save_audio(audio, self.sample_rate, path)
 
 
 class ESpeakGenerator(MediaGenerator):
@@ -86,10 +86,10 @@ class ESpeakGenerator(MediaGenerator):
         self.voices, self.sample_rate = list(voices or VOICES), sample_rate
 
     def render(self, description, path, rng):
-        from anygpt.data.corpus import _write_wav
+        from anygpt.modality.media import save_audio
         from anygpt.data.espeak import speak
 
-        _write_wav(speak(description, rng.choice(self.voices), rng.randint(140, 180), self.sample_rate),
+        save_audio(speak(description, rng.choice(self.voices), rng.randint(140, 180), self.sample_rate),
                    self.sample_rate, path)
 
 
@@ -109,11 +109,11 @@ class DiffusersImageGenerator(MediaGenerator):
     def render(self, description, path, rng):
         import torch
 
-        from anygpt.data.corpus import _write_png
+        from anygpt.modality.media import save_image
 
         g = torch.Generator().manual_seed(rng.getrandbits(31))
         image = self.pipe(description, num_inference_steps=self.steps, guidance_scale=self.guidance, generator=g).images[0]
-        _write_png(image, path)
+        save_image(image, path)
 
 
 class MusicGenGenerator(MediaGenerator):
@@ -136,14 +136,14 @@ class MusicGenGenerator(MediaGenerator):
     def render(self, description, path, rng):
         import torch
 
-        from anygpt.data.corpus import _write_wav
+        from anygpt.modality.media import save_audio
 
         torch.manual_seed(rng.getrandbits(31))
         inputs = self.processor(text=[description], return_tensors="pt").to(self.model.device)
         frame_rate = self.model.config.audio_encoder.frame_rate
         audio = self.model.generate(**inputs, do_sample=True, max_new_tokens=int(self.seconds * frame_rate))
         sr = self.model.config.audio_encoder.sampling_rate
-        _write_wav(audio[0, 0].float().cpu().numpy(), sr, path)
+        save_audio(audio[0, 0].float().cpu().numpy(), sr, path)
 
 
 MEDIA_BACKENDS: dict[str, dict[str, Callable[..., MediaGenerator]]] = {
