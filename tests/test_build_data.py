@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from anygpt.data.alignment import Pair, Sample, draw_direction, render_alignment
+from anygpt.data.alignment import Pair, BuiltSample, draw_direction, render_alignment
 from anygpt.data.datainfo import check_datasets, read_data_info
 from anygpt.data.mixture import MixSource, mix
 from anygpt.data.pairs import pairs_from_shards, parse_reference_line
@@ -126,7 +126,7 @@ def _find(seq, sub):
 
 
 def _fixed_source(name, weight, length, size=50):
-    return MixSource(name, weight, size, lambda i, rng: Sample([0] * length, [0] * length, "image", "x2t", name, str(i)))
+    return MixSource(name, weight, size, lambda i, rng: BuiltSample([0] * length, [0] * length, "image", "x2t", name, str(i)))
 
 
 def test_mixture_weights_by_samples_and_by_tokens():

@@ -14,7 +14,7 @@ import soundfile as sf
 from PIL import Image
 
 from anygpt.data.conversations import check_conversation, referenced_media
-from anygpt.data.corpus import analyse_image, build_corpus, read_manifest, vocabulary
+from anygpt.data.corpus import analyse_image, build_corpus, read_corpus_manifest, vocabulary
 from anygpt.data.melody import INSTRUMENTS, draw_melody_item
 from anygpt.data.shapes import draw_shape_item
 
@@ -49,23 +49,23 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(corpus, tmp_path
 def test_manifests_splits_and_media(corpus):
     root, paths = corpus
     for modality, n in COUNTS.items():
-        train, ev = read_manifest(paths[modality]["train"]), read_manifest(paths[modality]["eval"])
+        train, ev = read_corpus_manifest(paths[modality]["train"]), read_corpus_manifest(paths[modality]["eval"])
         assert len(train) == n and len(ev) == 3
         assert not {r["id"] for r in train} & {r["id"] for r in ev}
         for r in train + ev:
             assert set(r) == {"id", "path", "text", "attributes"} and Path(r["path"]).is_file() and r["text"]
     words = set(vocabulary())
-    for r in read_manifest(paths["speech"]["train"]):
+    for r in read_corpus_manifest(paths["speech"]["train"]):
         wav, sr = sf.read(r["path"])
         assert sr == 16000 and 0.4 < len(wav) / sr < 4.0 and np.abs(wav).max() > 0.1
         assert 3 <= len(r["text"].split()) <= 6 and set(r["text"].split()) <= words
-    assert len({r["attributes"]["voice"] for r in read_manifest(paths["speech"]["train"])}) >= 2
-    for r in read_manifest(paths["music"]["train"]):
+    assert len({r["attributes"]["voice"] for r in read_corpus_manifest(paths["speech"]["train"])}) >= 2
+    for r in read_corpus_manifest(paths["music"]["train"]):
         wav, sr = sf.read(r["path"])
         a = r["attributes"]
         assert sr == a["sample_rate"] == 16000 and len(wav) == int(1.5 * sr)
         assert a["instrument"] in r["text"] and a["tempo"] in r["text"] and a["key"] in r["text"] and a["mood"] in r["text"]
-    for r in read_manifest(paths["image"]["train"]):
+    for r in read_corpus_manifest(paths["image"]["train"]):
         got = analyse_image(Image.open(r["path"]))  # read back from PNG
         assert (got["colour"], got["shape"]) == (r["attributes"]["colour"], r["attributes"]["shape"])
         assert r["attributes"]["colour"] in r["text"] and r["attributes"]["shape"] in r["text"]

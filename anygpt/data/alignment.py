@@ -32,7 +32,7 @@ class Pair:
 
 
 @dataclass
-class Sample:
+class BuiltSample:
     """One training sequence and where it came from."""
 
     input_ids: list[int]
@@ -63,18 +63,18 @@ def _alignment_messages(pair: Pair, direction: str, instruction: str) -> list[Me
 
 def render_alignment(pair: Pair, direction: str, template: Template, tokenizer, layout: VocabLayout,
                      rng: random.Random, source: str = "", loss_on: str = "assistant",
-                     pools: Pools | None = None) -> Sample:
+                     pools: Pools | None = None) -> BuiltSample:
     """One alignment sample rendered to ids (labels: the response span and its end marker)."""
     r = template.render(alignment_messages(pair, direction, rng, pools), tokenizer, layout, loss_on=loss_on)
-    return Sample(r.input_ids, r.labels, pair.modality, direction, source, pair.id)
+    return BuiltSample(r.input_ids, r.labels, pair.modality, direction, source, pair.id)
 
 
 def render_alignments(pairs: Sequence[Pair], directions: Sequence[str], instructions: Sequence[str],
-                      renderer: BatchRenderer, source: str = "", loss_on: str = "assistant") -> list[Sample]:
+                      renderer: BatchRenderer, source: str = "", loss_on: str = "assistant") -> list[BuiltSample]:
     """Many alignment samples at once, each with its drawn direction and instruction: the same ids
     as :func:`render_alignment` with those draws, one tokenizer call for the batch."""
     convs = [_alignment_messages(p, d, ins) for p, d, ins in zip(pairs, directions, instructions)]
-    return [Sample(r.input_ids, r.labels, p.modality, d, source, p.id)
+    return [BuiltSample(r.input_ids, r.labels, p.modality, d, source, p.id)
             for p, d, r in zip(pairs, directions, renderer.render(convs, loss_on))]
 
 

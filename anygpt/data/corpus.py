@@ -244,7 +244,7 @@ def build_corpus(
     return paths
 
 
-def read_manifest(path: str | Path) -> list[dict]:
+def read_corpus_manifest(path: str | Path) -> list[dict]:
     """Rows of a corpus manifest with ``path`` resolved against the manifest's folder."""
     from anygpt.utils import read_jsonl
 

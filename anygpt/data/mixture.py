@@ -14,23 +14,23 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from anygpt.data.alignment import Sample
+from anygpt.data.alignment import BuiltSample
 
 
 @dataclass
 class MixSource:
     """A dataset in a mixture of ``size`` items.
 
-    Either ``make(index, rng) -> Sample`` renders one item, or ``plan(index, rng)`` draws one
+    Either ``make(index, rng) -> BuiltSample`` renders one item, or ``plan(index, rng)`` draws one
     item's randomness (cheap; the same draws ``make`` would take) and ``render(plans)`` renders
     many at once, which lets :func:`mix` batch rendering and spread it over processes."""
 
     name: str
     weight: float
     size: int
-    make: Callable[[int, random.Random], Sample] | None = None
+    make: Callable[[int, random.Random], BuiltSample] | None = None
     plan: Callable[[int, random.Random], Any] | None = None
-    render: Callable[[Sequence[Any]], list[Sample]] | None = None
+    render: Callable[[Sequence[Any]], list[BuiltSample]] | None = None
 
     def __post_init__(self) -> None:
         if self.make is None:
@@ -42,7 +42,7 @@ class MixSource:
 
 def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | None = None,
         num_tokens: int | None = None, seed: int = 0, skip: int = 0, batch_size: int = 512,
-        num_proc: int = 1) -> Iterator[Sample]:
+        num_proc: int = 1) -> Iterator[BuiltSample]:
     """Interleave ``sources`` so each one's share of samples or tokens follows its weight.
 
     Stops after ``num_samples`` samples or once ``num_tokens`` tokens were produced (default: as
@@ -105,12 +105,12 @@ def mix(sources: Sequence[MixSource], by: str = "samples", num_samples: int | No
 _FORKED_SOURCES: Sequence[MixSource] = ()  # what forked rendering workers render from (set before the fork)
 
 
-def _render_batch(batch: Sequence[tuple[int, Any]]) -> list[Sample]:
+def _render_batch(batch: Sequence[tuple[int, Any]]) -> list[BuiltSample]:
     """Render one batch of ``(source, plan)`` in stream order, grouping plans by source."""
     by_source: dict[int, list[int]] = {}
     for pos, (k, _) in enumerate(batch):
         by_source.setdefault(k, []).append(pos)
-    out: list[Sample | None] = [None] * len(batch)
+    out: list[BuiltSample | None] = [None] * len(batch)
     for k, positions in by_source.items():
         for pos, sample in zip(positions, _FORKED_SOURCES[k].render([batch[p][1] for p in positions])):
             out[pos] = sample
@@ -118,7 +118,7 @@ def _render_batch(batch: Sequence[tuple[int, Any]]) -> list[Sample]:
 
 
 def _render_batches(sources: Sequence[MixSource], stream: Iterator[tuple[int, Any]], batch_size: int,
-                    num_proc: int) -> Iterator[Sample]:
+                    num_proc: int) -> Iterator[BuiltSample]:
     global _FORKED_SOURCES
     _FORKED_SOURCES = sources
     batches = iter(lambda: list(itertools.islice(stream, batch_size)), [])

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from anygpt.data.alignment import DIRECTIONS, Sample, draw_direction, render_alignment, render_alignments
+from anygpt.data.alignment import DIRECTIONS, BuiltSample, draw_direction, render_alignment, render_alignments
 from anygpt.data.datainfo import data_info
 from anygpt.data.error_log import ErrorLog
 from anygpt.data.instructions import Pools, draw_instruction, instruction_source, load_instruction_pools
@@ -64,7 +64,7 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
         coverage[spec.name] = {"items": src.size, **text_coverage(tokenizer, texts)}
     counts: dict[str, int] = {}
 
-    def samples(start: int) -> Iterator[Sample | None]:
+    def samples(start: int) -> Iterator[BuiltSample | None]:
         for s in mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed, skip=start,
                      num_proc=num_proc):
             yield apply_length_policy(s, recipe.max_length, recipe.overlong, errors, counts)
@@ -94,7 +94,7 @@ def _pair_source(name: str, weight: float, pairs: ShardPairs, t2x_prob: float, r
         direction = draw_direction(rng, t2x_prob)
         return i, direction, draw_instruction(modality, direction, rng, pools)
 
-    def render(plans: Sequence[tuple[int, str, str]]) -> list[Sample]:
+    def render(plans: Sequence[tuple[int, str, str]]) -> list[BuiltSample]:
         idx, dirs, ins = zip(*plans)
         return render_alignments(pairs.get_many(idx), dirs, ins, renderer, name, loss_on)
 
@@ -115,7 +115,7 @@ def build_pretrain_from_reference(files: Sequence[str | os.PathLike], tokenizer,
     errors = ErrorLog(skip_bad)
     rng = random.Random(seed)
 
-    def samples() -> Iterator[Sample]:
+    def samples() -> Iterator[BuiltSample]:
         for p in reference_jsonl_pairs(files, layout, errors):
             for d in DIRECTIONS if both_directions else (draw_direction(rng, t2x_prob),):
                 yield render_alignment(p, d, template, tokenizer, layout, rng, p.source, loss_on, pools)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from anygpt import config as configlib
-from anygpt.data.alignment import Sample
+from anygpt.data.alignment import BuiltSample
 from anygpt.data.error_log import ErrorLog
 
 OVERLONG_POLICIES = ("drop", "error", "truncate")
@@ -80,8 +80,8 @@ def check_overlong_policy(policy: str) -> None:
         raise ValueError(f"overlong must be one of {', '.join(OVERLONG_POLICIES)}, not {policy!r}")
 
 
-def apply_length_policy(s: Sample, max_length: int | None, policy: str, errors: ErrorLog,
-                        counts: dict[str, int]) -> Sample | None:
+def apply_length_policy(s: BuiltSample, max_length: int | None, policy: str, errors: ErrorLog,
+                        counts: dict[str, int]) -> BuiltSample | None:
     """The sample within ``max_length`` tokens, by the recipe's ``overlong`` policy: ``drop``
     records a longer one in errors.jsonl (None: a position the stream skips), ``error`` stops
     naming it, ``truncate`` cuts it (counted in ``counts["truncated"]``). Without ``max_length``

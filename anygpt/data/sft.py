@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from anygpt.data.alignment import Sample
+from anygpt.data.alignment import BuiltSample
 from anygpt.data.conversations import MediaRef, check_conversation, split_media_refs
 from anygpt.data.datainfo import data_info
 from anygpt.data.error_log import ErrorLog
@@ -226,7 +226,7 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
     def render(turns: Sequence[dict], base: Path):
         return template.render(conversation_messages(turns, base, resolver), tokenizer, layout, loss_on="assistant")
 
-    def samples() -> Iterator[Sample]:  # pass 2: render, streamed
+    def samples() -> Iterator[BuiltSample]:  # pass 2: render, streamed
         for f, lineno, base, convs, cid in valid_lines():
             dialogues = [[t for conv in convs for t in conv]] if join_rounds else convs
             for k, conv in enumerate(dialogues):
@@ -244,7 +244,7 @@ def build_sft(files: Sequence[str | os.PathLike], tokenizer, layout: VocabLayout
                         counts["truncated"] = counts.get("truncated", 0) + 1
                         ids, labels = ids[:max_length], labels[:max_length]
                     name = f"{cid}#{k}" if len(dialogues) > 1 else cid
-                    yield Sample(ids, labels, _modalities(ids, layout), "chat", Path(f).stem,
+                    yield BuiltSample(ids, labels, _modalities(ids, layout), "chat", Path(f).stem,
                                  f"{name}@{j}" if len(rendered) > 1 else name)
 
     info = data_info("sft", tokenizer, layout, template, resolver.fingerprints, inputs=[str(f) for f in files],

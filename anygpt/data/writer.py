@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from anygpt.data.alignment import Sample
+from anygpt.data.alignment import BuiltSample
 from anygpt.data.datainfo import write_data_info
 from anygpt.data.error_log import ErrorLog
 from anygpt.utils import atomic_write_text
@@ -38,7 +38,7 @@ def _features():
     })
 
 
-def write_dataset(samples: Iterable[Sample | None] | Callable[[int], Iterable[Sample | None]], out_dir: str | os.PathLike,
+def write_dataset(samples: Iterable[BuiltSample | None] | Callable[[int], Iterable[BuiltSample | None]], out_dir: str | os.PathLike,
                   info: dict, errors: ErrorLog | None = None, overwrite: bool = False, chunk_rows: int = 4096,
                   shard_rows: int = 65536, job_key: str | None = None) -> Path:
     """Save samples as a Hugging Face dataset (``load_from_disk`` reads it) + ``anygpt_data.json``.

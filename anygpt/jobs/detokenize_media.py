@@ -8,7 +8,6 @@ prompt text; an index ``detokenized.jsonl`` lists what was written.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from anygpt.modality.base import ModalityTokenizer
-from anygpt.utils import atomic_write_text, safe_name
+from anygpt.utils import safe_name, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer) -> 
 
 
 def _write_index(out: Path, items: list[DetokenizedItem]) -> None:
-    atomic_write_text(out / INDEX_FILE, "".join(json.dumps(i.__dict__, ensure_ascii=False) + "\n" for i in items))
+    write_jsonl(out / INDEX_FILE, (i.__dict__ for i in items))
 
 
 def detokenize_shards(tokenizers: Mapping[str, ModalityTokenizer], src: str | os.PathLike, out_dir: str | os.PathLike,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from anygpt.jobs.manifest import ManifestItem
-from anygpt.utils import dist_info
+from anygpt.utils import dist_info, read_jsonl
 
 JOB_FILE = "job.json"
 ERRORS_FILE = "errors.jsonl"
@@ -131,7 +131,7 @@ def verify_shard_ids(out: Path, items: list[ManifestItem], shard_size: int, n_sh
         got = [_item_of(rid, off, want) for rid, off in zip(row_ids, offsets)]
         ep = out / errors_name(k)
         if ep.exists():
-            got += [str(json.loads(line)["id"]) for line in ep.read_text(encoding="utf-8").splitlines() if line.strip()]
+            got += [str(rec["id"]) for _, rec in read_jsonl(ep)]
             row_ids += got[len(row_ids):]
         if set(got) != want or len(set(row_ids)) != len(row_ids):
             missing, extra = sorted(want - set(got)), sorted(set(got) - want)

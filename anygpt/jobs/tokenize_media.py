@@ -48,7 +48,7 @@ from anygpt.jobs.job_files import (ERRORS_FILE, SUMMARY_FILE, _check_job_file, _
 from anygpt.jobs.manifest import ManifestItem, read_manifest
 from anygpt.jobs.windowing import Windowing, job_windowing, load_windows
 from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, load_card, load_tokenizer
-from anygpt.utils import atomic_write_text, dist_info
+from anygpt.utils import atomic_write_text, dist_info, write_jsonl
 
 
 @dataclass
@@ -209,7 +209,7 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
     for k in todo:
         chunk = items[k * shard_size:(k + 1) * shard_size]
         rows, errors = tokenize_shard(tok, chunk, modality, batch_size, max_elems, windowing=windowing)
-        atomic_write_text(out / errors_name(k), "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+        write_jsonl(out / errors_name(k), errors)
         write_shard(out / shard_name(k), rows, meta)  # last: its existence marks the shard finished
         bar.update(len(chunk))
     bar.close()
