@@ -11,7 +11,6 @@ Best of 3. Last line: the JSON result (ratio = constrained / plain tokens/s; 1.0
 from __future__ import annotations
 
 import json
-import random
 import sys
 import tempfile
 import time
@@ -26,20 +25,16 @@ BATCH = 4
 
 
 def build():
-    import sentencepiece as spm
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from anygpt.data.templates import get_template
     from anygpt.model.bundle import Bundle
-    from anygpt.vocab import VocabLayout, load_base_tokenizer
+    from anygpt.vocab import VocabLayout
+    from bench._support import tiny_base_tokenizer
 
     d = Path(tempfile.mkdtemp(prefix="bench-gen-"))
-    rng = random.Random(0)
     words = "the a red blue circle square music speech image hello world draw play read".split()
-    (d / "c.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(2000)))
-    spm.SentencePieceTrainer.train(input=str(d / "c.txt"), model_prefix=str(d / "sp"), vocab_size=200, model_type="bpe",
-                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, hard_vocab_limit=False, minloglevel=2)
-    tok = load_base_tokenizer(d / "sp.model")
+    tok = tiny_base_tokenizer(d, words, words_per_line=8, vocab_size=200, byte_fallback=False, hard_vocab_limit=False)
     layout_base = len(tok)
     layout = VocabLayout.from_profile("default", len(tok))
     layout.grow_tokenizer(tok)

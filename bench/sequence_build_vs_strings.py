@@ -24,27 +24,15 @@ WORDS = ("a the red green blue circle square star small large piano violin slow 
          "hello world how are you today please describe this picture read text out loud music").split()
 
 
-def _base_tokenizer(d: Path):
-    import sentencepiece as spm
-
-    from anygpt.vocab import load_base_tokenizer
-
-    rng = random.Random(0)
-    (d / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(3000)))
-    spm.SentencePieceTrainer.train(input=str(d / "corpus.txt"), model_prefix=str(d / "sp"), vocab_size=320,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True,
-                                   minloglevel=2)
-    return load_base_tokenizer(d / "sp.model")
-
-
 def main() -> None:
     from anygpt.data.alignment import Pair, alignment_messages, render_alignment, render_alignments
     from anygpt.data.instructions import draw_instruction
     from anygpt.data.templates import BatchRenderer, MediaCodes, get_template
     from anygpt.vocab import VocabLayout
+    from bench._support import tiny_base_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        tok = _base_tokenizer(Path(tmp))
+        tok = tiny_base_tokenizer(Path(tmp), WORDS, lines=3000, words_per_line=12)
     layout = VocabLayout.from_profile("anygpt", len(tok))
     layout.grow_tokenizer(tok)
     template = get_template("anygpt-pretrain")

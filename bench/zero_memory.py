@@ -22,20 +22,13 @@ WORDS = "the a red blue circle square piano slow fast happy sad one two three im
 
 
 def setup(tmp: Path) -> dict:
-    import sentencepiece as spm
     from datasets import Dataset
 
-    from anygpt.vocab import VocabLayout, load_base_tokenizer
+    from bench._support import grown_tokenizer_dir, tiny_base_tokenizer
 
+    tok = tiny_base_tokenizer(tmp, WORDS)
+    _, layout = grown_tokenizer_dir(tmp, tok, "default", {"image": 1024, "speech": 1024, "music": 0})
     rng = random.Random(0)
-    (tmp / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(2000)))
-    spm.SentencePieceTrainer.train(input=str(tmp / "corpus.txt"), model_prefix=str(tmp / "sp"), vocab_size=320,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True, minloglevel=2)
-    tok = load_base_tokenizer(tmp / "sp.model")
-    layout = VocabLayout.from_profile("default", len(tok), {"image": 1024, "speech": 1024, "music": 0})
-    layout.grow_tokenizer(tok)
-    tok.save_pretrained(str(tmp / "tok"))
-    layout.save(tmp / "tok")
     codes = layout.code_range("image")
     ids = [[1] + [codes.start + rng.randrange(len(codes)) for _ in range(rng.randint(20, 120))] + [2] for _ in range(200)]
     Dataset.from_dict({"input_ids": ids, "labels": ids, "modality": ["image"] * 200, "direction": ["x2t"] * 200,

@@ -38,24 +38,15 @@ FULL_SPEECHTOKENIZER = {"n_filters": 64, "strides": [8, 5, 4, 2], "dimension": 1
 def train_bench(tmp: Path, steps: int, peak_flops: float | None, smoke: bool = False) -> dict:
     import importlib.util
 
-    import sentencepiece as spm
     import torch
     from datasets import Dataset
 
     from anygpt.train.launch import launch
-    from anygpt.vocab import VocabLayout, load_base_tokenizer
+    from bench._support import grown_tokenizer_dir, tiny_base_tokenizer
 
     words = "the a red blue circle square piano slow fast happy sad one two three image speech music".split()
+    _, layout = grown_tokenizer_dir(tmp, tiny_base_tokenizer(tmp, words))
     rng = random.Random(0)
-    (tmp / "corpus.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(10)) for _ in range(2000)))
-    spm.SentencePieceTrainer.train(input=str(tmp / "corpus.txt"), model_prefix=str(tmp / "sp"), vocab_size=320,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True,
-                                   minloglevel=2)
-    tok = load_base_tokenizer(tmp / "sp.model")
-    layout = VocabLayout.from_profile("anygpt", len(tok))
-    layout.grow_tokenizer(tok)
-    tok.save_pretrained(str(tmp / "tok"))
-    layout.save(tmp / "tok")
     codes = layout.code_range("speech")
     n = 4000
     ids = [[1] + [codes.start + rng.randrange(len(codes)) for _ in range(rng.randint(200, 2000))] + [2] for _ in range(n)]

@@ -31,21 +31,9 @@ WORDS = "a the red green blue circle square star small large piano violin slow f
 
 
 def _tokenizer(d: Path) -> Path:
-    import sentencepiece as spm
+    from bench._support import grown_tokenizer_dir, tiny_base_tokenizer
 
-    from anygpt.vocab import VocabLayout, load_base_tokenizer
-
-    rng = random.Random(0)
-    (d / "corpus.txt").write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(3000)))
-    spm.SentencePieceTrainer.train(input=str(d / "corpus.txt"), model_prefix=str(d / "sp"), vocab_size=320,
-                                   model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, byte_fallback=True,
-                                   minloglevel=2)
-    tok = load_base_tokenizer(d / "sp.model")
-    layout = VocabLayout.from_profile("anygpt", len(tok))
-    layout.grow_tokenizer(tok)
-    tok.save_pretrained(str(d / "tok"))
-    layout.save(d / "tok")
-    return d / "tok"
+    return grown_tokenizer_dir(d, tiny_base_tokenizer(d, WORDS, lines=3000, words_per_line=12))[0]
 
 
 def _shards(d: Path, n_pairs: int) -> None:
