@@ -1,4 +1,5 @@
-"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading and writing, console output."""
+"""Small shared plumbing: atomic writes, safe file names, rank info, seeding, JSONL reading and writing, console output
+and capturing log records."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -198,6 +200,8 @@ class ConsoleHandler(logging.Handler):
     In a multi-process run only rank 0 shows info lines; every rank shows warnings and errors."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _captured(record):  # the capturing caller reports it in its own words
+            return
         try:
             msg = self.format(record)
             if record.levelno < logging.WARNING:
@@ -227,3 +231,50 @@ def console_logging(level: int = logging.INFO, propagate: bool = False) -> loggi
         logger.propagate = propagate
         logger.addHandler(ConsoleHandler())
     return logger
+
+
+_CAPTURES = threading.local()  # this thread's active capture_log_records collectors
+
+
+class _RecordCollector(logging.Handler):
+    """Collects this thread's records under logger ``name`` at ``level`` and above."""
+
+    def __init__(self, level: int, name: str):
+        super().__init__(level)
+        self.logger_name, self.thread = name, threading.get_ident()
+        self.records: list[logging.LogRecord] = []
+
+    def wants(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= self.level and record.thread == self.thread
+                and (record.name == self.logger_name or record.name.startswith(self.logger_name + ".")))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.wants(record):
+            self.records.append(record)
+
+
+def _captured(record: logging.LogRecord) -> bool:
+    return any(c.wants(record) for c in getattr(_CAPTURES, "stack", ()))
+
+
+@contextlib.contextmanager
+def capture_log_records(level: int = logging.WARNING, logger: str = "anygpt") -> Iterator[list[logging.LogRecord]]:
+    """Collect the records that ``logger`` and its children emit at ``level`` and above in this
+    thread while the block runs (a batch job records a decode's repairs per item)::
+
+        with capture_log_records() as records:
+            tok.decode(codes)
+        notes = [r.getMessage() for r in records]
+
+    The console handler does not print a captured record (the caller reports it, e.g. with the
+    item's id, so a user reads it once); other handlers, pytest's included, still receive it.
+    Records of other threads pass untouched, so concurrent jobs do not collect each other's."""
+    collector = _RecordCollector(level, logger)
+    stack = _CAPTURES.__dict__.setdefault("stack", [])
+    stack.append(collector)
+    logging.getLogger(logger).addHandler(collector)
+    try:
+        yield collector.records
+    finally:
+        logging.getLogger(logger).removeHandler(collector)
+        stack.remove(collector)

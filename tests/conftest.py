@@ -5,8 +5,11 @@ Add area-specific fixtures in the area's own test module; only fixtures several 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -99,6 +102,21 @@ def console_output():
     from anygpt.utils import console_logging
 
     console_logging(propagate=True)
+
+
+@pytest.fixture
+def logged_warning(caplog):
+    """``with logged_warning(r"regex"): ...`` fails unless the block logs a warning matching it
+    (the package reports repairs through logging; pytest's ``caplog`` receives the records)."""
+
+    @contextlib.contextmanager
+    def expect(pattern: str):
+        start = len(caplog.records)
+        yield
+        said = [r.getMessage() for r in caplog.records[start:] if r.levelno >= logging.WARNING]
+        assert any(re.search(pattern, m) for m in said), f"no warning matching {pattern!r}; logged: {said}"
+
+    return expect
 
 
 @pytest.fixture(scope="session")

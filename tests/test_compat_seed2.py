@@ -113,13 +113,13 @@ def test_incomplete_or_unsafe_checkpoints_are_refused(saved, tmp_path):
     assert not marker.exists()
 
 
-def test_repairs_bad_code_lists_and_needs_unclip_dir_to_render(saved):
+def test_repairs_bad_code_lists_and_needs_unclip_dir_to_render(saved, logged_warning):
     d, _ = saved
     tok = load_tokenizer(write_card(d, checkpoint="seed_quantizer.pt"), device="cpu")
     # the package's one repair policy (base.repair_codes): pad with code 0, replace codes out of range with 0
-    with pytest.warns(UserWarning, match="expected 32"):
+    with logged_warning("expected 32"):
         short = tok.embed([5, 6, 7])
-    with pytest.warns(UserWarning, match=r"outside \[0, 8192\) replaced with 0"):
+    with logged_warning(r"outside \[0, 8192\) replaced with 0"):
         out_of_range = tok.embed([9000] * 32)
     assert short.shape == (TINY["embed_dim"],)
     np.testing.assert_array_equal(short, tok.embed([5, 6, 7] + [0] * 29))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -67,11 +66,9 @@ def cli_here(capsys):
     from anygpt.cli import main
 
     def run(*args, check: bool = True) -> _Proc:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            code = main([str(a) for a in args])
+        code = main([str(a) for a in args])
         out = capsys.readouterr()
-        proc = _Proc(code, out.out, out.err + "".join(f"{w.message}\n" for w in caught))
+        proc = _Proc(code, out.out, out.err)
         assert not check or code == 0, proc.stderr
         return proc
 

@@ -50,16 +50,12 @@ def check_audio_roundtrip(tok, wavs, expect_tokens, min_agree=0.8):
 def check_short_spans(tok, lengths=(0, 1, 2, 3)):
     """Any span a model can emit (issue 15: a 1-code speech reply crashed chat) decodes to a finite
     waveform, with a warning where codes had to be repaired, never an exception."""
-    import warnings
-
     for n in lengths:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wav = tok.decode(np.arange(n, dtype=np.int64) % tok.codebook_size)
+        wav = tok.decode(np.arange(n, dtype=np.int64) % tok.codebook_size)
         assert wav.ndim == 1 and wav.size > 0 and np.isfinite(wav).all(), n
 
 
-def test_speechtokenizer_published_layout(tmp_path):
+def test_speechtokenizer_published_layout(tmp_path, logged_warning):
     T.save_random_speechtokenizer(tmp_path / "speechtokenizer_hubert_avg")
     tok = load_tokenizer(card(tmp_path, "speechtokenizer", "speech", path="speechtokenizer_hubert_avg",
                               config="config.json", checkpoint="SpeechTokenizer.pt"))
@@ -73,13 +69,13 @@ def test_speechtokenizer_published_layout(tmp_path):
     all_layers = tok.model.encode(__import__("torch").from_numpy(wavs[0])[None, None])[:, 0].numpy()
     assert all_layers.shape == (8, 50) and np.array_equal(all_layers[0], codes[0])
     assert tok.decode(all_layers).shape == (50 * 320,)  # all 8 layers decode too
-    with pytest.warns(UserWarning, match="dropped 1 code"):
+    with logged_warning("dropped 1 code"):
         assert tok.decode(np.array([1, 2, 5000, 3])).shape == (3 * 320,)
     assert tok.fingerprint == load_tokenizer(tmp_path / "speechtokenizer.yaml").fingerprint
     check_short_spans(tok)
 
 
-def test_encodec_hf_published_layout_and_flattening(tmp_path):
+def test_encodec_hf_published_layout_and_flattening(tmp_path, logged_warning):
     T.save_random_encodec_hf(tmp_path / "encodec_32khz")
     assert {p.name for p in (tmp_path / "encodec_32khz").iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
     tok = load_tokenizer(card(tmp_path, "encodec-hf", "music", path="encodec_32khz"))
@@ -92,7 +88,7 @@ def test_encodec_hf_published_layout_and_flattening(tmp_path):
     assert (slots == np.arange(4)).all()  # frame-major with per-layer offsets, as the reference
     assert wav.shape == (25 * 640,)
     broken = np.concatenate([codes[1][:6], codes[1][8:]])  # a frame loses its last two tokens
-    with pytest.warns(UserWarning, match="repaired 2 token"):
+    with logged_warning("repaired 2 token"):
         assert tok.decode(broken).shape == (24 * 640,)
     check_short_spans(tok)
 
@@ -111,7 +107,7 @@ def test_encodec_package_checkpoint_file(tmp_path):
     check_short_spans(tok)
 
 
-def test_janus_vq_save_pretrained_layout(tmp_path):
+def test_janus_vq_save_pretrained_layout(tmp_path, logged_warning):
     from PIL import Image
 
     T.save_random_janus_vq(tmp_path / "janus_vq", num_patches=4)
@@ -122,7 +118,7 @@ def test_janus_vq_save_pretrained_layout(tmp_path):
     a, b = tok.encode(ims), tok.encode(ims)
     assert [c.shape for c in a] == [(16,), (16,)] and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert tok.decode(a[0]).size == (64, 64)
-    with pytest.warns(UserWarning, match="expected 16"):
+    with logged_warning("expected 16"):
         assert tok.decode(a[0][:10]).size == (64, 64)
 
 
@@ -162,26 +158,26 @@ def test_encodec_48khz_stereo_segments(tmp_path):
     assert abs(tok.decode(codes).shape[0] - 72000) < 320
 
 
-def test_one_repair_policy_for_single_stream_codes():
+def test_one_repair_policy_for_single_stream_codes(logged_warning):
     """base.repair_codes, which every single-stream backend's decode applies: fixed-length items
     keep positions (bad codes → filler, then padded or cut), free-length streams drop bad codes."""
     from anygpt.modality.base import repair_codes
 
     image, stream = CodeLayout(1, 8, 4), CodeLayout(1, 8)
-    with pytest.warns(UserWarning, match=r"img: 2 code\(s\) outside \[0, 8\) replaced with 3"):
+    with logged_warning(r"img: 2 code\(s\) outside \[0, 8\) replaced with 3"):
         assert repair_codes([1, 9, -1, 2], image, "img", filler=3).tolist() == [1, 3, 3, 2]
-    with pytest.warns(UserWarning, match="got 2 codes, expected 4; padded with 0"):
+    with logged_warning("got 2 codes, expected 4; padded with 0"):
         assert repair_codes([5, 6], image, "img").tolist() == [5, 6, 0, 0]
-    with pytest.warns(UserWarning, match="got 5 codes, expected 4; truncated"):
+    with logged_warning("got 5 codes, expected 4; truncated"):
         assert repair_codes([1, 2, 3, 4, 5], image, "img").tolist() == [1, 2, 3, 4]
-    with pytest.warns(UserWarning, match=r"audio: dropped 2 code\(s\) outside \[0, 8\)"):
+    with logged_warning(r"audio: dropped 2 code\(s\) outside \[0, 8\)"):
         assert repair_codes(np.array([7, 8, 0, 100]), stream, "audio").tolist() == [7, 0]
     assert repair_codes([0, 7], stream, "audio").dtype == np.int64
     with pytest.raises(ValueError, match="2 interleaved layers"):
         repair_codes([0, 8], CodeLayout(2, 8), "music")
 
 
-def test_voice_prompt_goes_only_to_a_backend_that_declares_it(speech_tok_dir, tmp_path, monkeypatch):
+def test_voice_prompt_goes_only_to_a_backend_that_declares_it(speech_tok_dir, tmp_path, monkeypatch, logged_warning):
     """chat.save_decoded reads ModalityTokenizer.takes_voice_prompt (it once inspected decode's
     signature): a backend that declares it gets the prompt, one that does not gets a warning."""
     from anygpt.inference.chat import save_decoded
@@ -189,7 +185,7 @@ def test_voice_prompt_goes_only_to_a_backend_that_declares_it(speech_tok_dir, tm
 
     assert SpeechTokenizerBackend.takes_voice_prompt and not get_backend("demo-speech").takes_voice_prompt
     tok = load_tokenizer(speech_tok_dir)
-    with pytest.warns(UserWarning, match="takes no voice prompt; v.wav ignored"):
+    with logged_warning("takes no voice prompt; v.wav ignored"):
         out = save_decoded(tok, [1, 2, 3], tmp_path / "a.wav", voice_prompt="v.wav")
     assert out.stat().st_size > 44
     seen = []

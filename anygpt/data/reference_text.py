@@ -27,13 +27,15 @@ into a bundle written by ``anygpt convert``, ``anygpt vocab --out`` or a trainin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
 
 SPIECE_UNDERLINE = "\u2581"
 SP_MODEL_FILE = "tokenizer.model"
@@ -270,8 +272,8 @@ def encoder_for(tokenizer: Any) -> "ReferenceTextEncoder | None":
     if not model.is_file():
         if str(d) not in _WARNED:
             _WARNED.add(str(d))
-            warnings.warn(f"{d}: no {SP_MODEL_FILE}; the reference templates tokenize piece by piece, which can differ "
-                          "from the reference's ids around markers", stacklevel=3)
+            log.warning(f"{d}: no {SP_MODEL_FILE}; the reference templates tokenize piece by piece, which can differ "
+                        "from the reference's ids around markers")
         return None
     cfg = d / TOKENIZER_CONFIG
     key = (str(d.resolve()), model.stat().st_mtime, cfg.stat().st_mtime if cfg.exists() else 0.0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -297,7 +296,7 @@ def save_decoded(tokenizer: Any, codes: Sequence[int], path: Path, voice_prompt:
         if tokenizer.takes_voice_prompt:
             kwargs["voice_prompt"] = voice_prompt
         else:
-            warnings.warn(f"the {tokenizer.modality} tokenizer takes no voice prompt; {voice_prompt} ignored", stacklevel=2)
+            log.warning(f"the {tokenizer.modality} tokenizer takes no voice prompt; {voice_prompt} ignored")
     item = tokenizer.decode(list(codes), **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")

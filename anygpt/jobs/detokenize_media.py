@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from anygpt.modality.base import ModalityTokenizer
-from anygpt.utils import safe_name, write_jsonl
+from anygpt.utils import capture_log_records, safe_name, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,10 @@ class _Writer:
 
 
 def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer) -> DetokenizedItem:
-    """Decode one item and save it; warnings (repairs) are collected, errors become warnings,
-    and each is logged with the item's id."""
+    """Decode one item and save it; the warnings logged meanwhile (repairs) are collected, errors
+    become warnings, and each is logged once, with the item's id."""
     item = DetokenizedItem(item_id, tok.modality, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with capture_log_records() as caught:
         try:
             if len(codes) == 0:
                 raise ValueError("no codes")
@@ -63,7 +61,7 @@ def decode_one(tok: ModalityTokenizer, codes, item_id: str, writer: _Writer) -> 
             item.path = str(tok.save_media(media, writer.target(item_id, tok.modality)))
         except Exception as e:  # noqa: BLE001 - one bad item must not stop the job
             item.warnings.append(f"not decoded: {type(e).__name__}: {e}")
-    item.warnings[:0] = [str(w.message) for w in caught]
+    item.warnings[:0] = [r.getMessage() for r in caught]
     for w in item.warnings:
         log.warning(f"{item_id}: {w}")
     return item

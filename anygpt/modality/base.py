@@ -20,8 +20,8 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +30,8 @@ import numpy as np
 
 from anygpt.modality import media
 from anygpt.modality.media import MediaError  # noqa: F401  (re-exported: part of the protocol)
+
+log = logging.getLogger(__name__)
 
 CARD_FILE = "card.yaml"
 # codes one audio window may take by default: LLaMA-2's 4,096 positions less room for the text
@@ -83,14 +85,14 @@ def repair_codes(codes: Sequence[int] | np.ndarray, layout: CodeLayout, what: st
     bad = (arr < 0) | (arr >= size)
     if bad.any():
         if length is None:
-            warnings.warn(f"{what}: dropped {int(bad.sum())} code(s) outside [0, {size})", stacklevel=3)
+            log.warning(f"{what}: dropped {int(bad.sum())} code(s) outside [0, {size})")
             arr = arr[~bad]
         else:
-            warnings.warn(f"{what}: {int(bad.sum())} code(s) outside [0, {size}) replaced with {filler}", stacklevel=3)
+            log.warning(f"{what}: {int(bad.sum())} code(s) outside [0, {size}) replaced with {filler}")
             arr = np.where(bad, filler, arr)
     if length is not None and arr.size != length:
-        warnings.warn(f"{what}: got {arr.size} codes, expected {length}; "
-                      f"{'padded with ' + str(filler) if arr.size < length else 'truncated'}", stacklevel=3)
+        log.warning(f"{what}: got {arr.size} codes, expected {length}; "
+                    f"{'padded with ' + str(filler) if arr.size < length else 'truncated'}")
         arr = np.concatenate([arr, np.full(max(0, length - arr.size), filler, dtype=np.int64)])[:length]
     return arr
 

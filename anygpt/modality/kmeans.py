@@ -6,10 +6,12 @@ hundred dimensions fit in seconds on a CPU.
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def nearest(x: torch.Tensor, centers: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -33,9 +35,8 @@ def kmeans(data: np.ndarray | torch.Tensor, k: int, iters: int = 20, seed: int =
     n = x.shape[0]
     distinct = n if n > 50 * k else int(torch.unique(x, dim=0).shape[0])
     if distinct < k:  # the codebook still has k entries, but only `distinct` of them can ever be used
-        warnings.warn(f"{k} codes asked for but the training data has only {distinct} distinct vectors (frames / patches): "
-                      f"at most {distinct} codes will be used; fit on more data or ask for --codebook-size {distinct} or fewer",
-                      stacklevel=2)
+        log.warning(f"{k} codes asked for but the training data has only {distinct} distinct vectors (frames / patches): "
+                    f"at most {distinct} codes will be used; fit on more data or ask for --codebook-size {distinct} or fewer")
     # k-means++: each new center drawn with probability proportional to squared distance
     x2 = (x * x).sum(1)
 

@@ -22,8 +22,8 @@ float32 waveforms at the tokenizer's rate), media paths, or a JSONL manifest pat
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,6 +32,8 @@ import torch
 
 from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, load_card, register_backend, repair_codes
 from anygpt.modality.kmeans import kmeans, nearest
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "codebook.safetensors"
 
@@ -47,7 +49,7 @@ def iter_fit_items(items: Any, load) -> Iterable[Any]:
         try:
             return load(path)
         except MediaError as e:  # a bad file is skipped with a warning, as in the tokenize job
-            warnings.warn(f"fit: skipped {e}", stacklevel=3)
+            log.warning(f"fit: skipped {e}")
             return None
 
     if isinstance(items, (str, os.PathLike)):
@@ -265,7 +267,7 @@ class KMeansAudioTokenizer(KMeansTokenizer):
     def decode(self, codes):
         c = repair_codes(codes, self.code_layout, f"{self.name} decode", self.filler)
         if c.size == 0:
-            warnings.warn(f"{self.name} decode: no codes; returning one frame of silence", stacklevel=2)
+            log.warning(f"{self.name} decode: no codes; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         return self.mel_to_wave(self.codebook[torch.from_numpy(c)])
 

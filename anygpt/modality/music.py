@@ -14,7 +14,7 @@ Checkpoint layouts::
 
 from __future__ import annotations
 
-import warnings
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +25,8 @@ from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, r
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
 from anygpt.utils import refuse_remote_code
 from anygpt.modality.flatten import flatten_frame_major, unflatten_frame_major
+
+log = logging.getLogger(__name__)
 
 
 class FlatRVQTokenizer(ModalityTokenizer):
@@ -56,8 +58,8 @@ class FlatRVQTokenizer(ModalityTokenizer):
         lay = self.code_layout
         res = unflatten_frame_major(tokens, lay.layers_in_sequence, lay.layer_size)
         if res.repaired:
-            warnings.warn(f"{self.name} decode: repaired {res.repaired} token(s) out of their layer slot "
-                          f"or in an incomplete frame; {res.codes.shape[1]} frame(s) kept", stacklevel=3)
+            log.warning(f"{self.name} decode: repaired {res.repaired} token(s) out of their layer slot "
+                        f"or in an incomplete frame; {res.codes.shape[1]} frame(s) kept")
         return res.codes
 
     def state_for_fingerprint(self) -> dict:
@@ -115,7 +117,7 @@ class EncodecHFTokenizer(FlatRVQTokenizer):
     def decode(self, codes) -> np.ndarray:
         layers = self.unflatten(codes)
         if layers.shape[1] == 0:
-            warnings.warn(f"{self.name} decode: no complete frame; returning one frame of silence")
+            log.warning(f"{self.name} decode: no complete frame; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         t = torch.from_numpy(layers)[None, None].to(self.device)  # (chunks=1, B=1, n_q, T)
         with self.autocast():
@@ -197,7 +199,7 @@ class EncodecTokenizer(FlatRVQTokenizer):
         loudness scales are not part of the LLM's tokens, so segments decode at unit scale."""
         layers = self.unflatten(codes)
         if layers.shape[1] == 0:
-            warnings.warn(f"{self.name} decode: no complete frame; returning one frame of silence")
+            log.warning(f"{self.name} decode: no complete frame; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         t = torch.from_numpy(layers)[None].to(self.device)  # (1, n_q, T)
         seg = self.model.segment_length

@@ -19,9 +19,9 @@ Card::
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import types
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,6 +30,8 @@ import torch
 from anygpt.modality.audio_codec import n_frames, pad_waveforms
 from anygpt.modality.base import CodeLayout, ModalityTokenizer, TokenizerCard, register_backend, repair_codes
 from anygpt.modality.checkpoints import checkpoint_dir, required_file
+
+log = logging.getLogger(__name__)
 
 
 def speechtokenizer_class():
@@ -108,17 +110,17 @@ class SpeechTokenizerBackend(ModalityTokenizer):
         if arr.ndim == 1 and self.voice is not None:
             arr = self.voice.all_layers(self.model, repair_codes(arr, self.code_layout, "speechtokenizer decode"), voice_prompt)
         elif voice_prompt is not None:
-            warnings.warn("speechtokenizer decode: the card names no soundstorm; voice prompt ignored")
+            log.warning("speechtokenizer decode: the card names no soundstorm; voice prompt ignored")
         if arr.ndim == 2:
             if arr.shape[0] > self.n_q:
-                warnings.warn(f"speechtokenizer decode: {arr.shape[0]} layers given, model has {self.n_q}; extra dropped")
+                log.warning(f"speechtokenizer decode: {arr.shape[0]} layers given, model has {self.n_q}; extra dropped")
                 arr = arr[: self.n_q]
             frames = CodeLayout(1, self.codebook_size, arr.shape[1])  # every RVQ layer keeps its frames
             arr = np.stack([repair_codes(row, frames, f"speechtokenizer decode, layer {q}") for q, row in enumerate(arr)])
         else:
             arr = repair_codes(arr, self.code_layout, "speechtokenizer decode")[None]
         if arr.shape[1] == 0:
-            warnings.warn("speechtokenizer decode: no valid codes; returning one frame of silence")
+            log.warning("speechtokenizer decode: no valid codes; returning one frame of silence")
             return np.zeros(self.hop, dtype=np.float32)
         t = torch.from_numpy(arr)[:, None, :].to(self.device)  # (n_q, 1, T)
         with self.autocast():
