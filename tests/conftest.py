@@ -180,7 +180,7 @@ def tiny_train_data(base_tokenizer_dir, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def infer_support():
-    """``tests/infer_support.py`` as a module: test-only tokenizer backends and ``make_bundle``."""
+    """``tests/infer_support.py`` as a module: ``make_bundle`` and ``write_example_media``."""
     import importlib.util
 
     if "infer_support" not in sys.modules:
@@ -221,6 +221,56 @@ def speech_tok_dir(tmp_path_factory) -> Path:
     rng = np.random.default_rng(2)
     KMeansSpeechTokenizer.fit([vowel(rng) for _ in range(10)], d, codebook_size=32, iters=5, max_seconds=5.0)
     return d
+
+
+@pytest.fixture(scope="session")
+def small_image_tok_dir(tmp_path_factory) -> Path:
+    """A demo-image card dir: 32 px pictures in 16 px patches, 4 codes per image from 16 (seconds);
+    what the inference tests generate, so a forced image is 4 codes long."""
+    import numpy as np
+
+    from anygpt.modality.kmeans_tokenizer import KMeansImageTokenizer
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from modality_fixtures import shape_image
+
+    d = tmp_path_factory.mktemp("small_img_tok")
+    rng = np.random.default_rng(3)
+    KMeansImageTokenizer.fit([shape_image(rng) for _ in range(20)], d, codebook_size=16, iters=5, image_size=32, patch_size=16)
+    return d
+
+
+@pytest.fixture(scope="session")
+def music_tok_dir(tmp_path_factory) -> Path:
+    """A demo-music card dir fitted on six 1 s harmonic tones at 22.05 kHz (32 codes; seconds)."""
+    from anygpt.modality.kmeans_tokenizer import KMeansMusicTokenizer
+    from anygpt.modality.testing import audio_corpus
+
+    d = tmp_path_factory.mktemp("mu_tok")
+    KMeansMusicTokenizer.fit(audio_corpus(22050, 6, seed=4), d, codebook_size=32, iters=5, max_seconds=5.0)
+    return d
+
+
+@pytest.fixture(scope="session")
+def encodec_music_card(tmp_path_factory) -> Path:
+    """A music card for the ``encodec`` backend over a random-weight 24 kHz EnCodec checkpoint in
+    the published file layout, at 1.5 kbps: 2 RVQ layers × 1024 codes, frame-major, 75 frames/s
+    (codebooks filled from encoder frames of real tones, so codes vary). The card dir holds only
+    ``card.yaml``, naming the 90 MB checkpoint's folder, so a bundle copies the card, not the weights."""
+    from anygpt.modality.base import TokenizerCard
+    from anygpt.modality.testing import save_random_encodec
+
+    ckpt = save_random_encodec(tmp_path_factory.mktemp("encodec_ckpt"), "24khz")
+    d = tmp_path_factory.mktemp("encodec_card")
+    TokenizerCard("encodec", "music", d, {"path": str(ckpt.parent), "variant": "24khz", "bandwidth": 1.5,
+                                          "max_seconds": 5.0}).save(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def demo_cards(small_image_tok_dir, speech_tok_dir, music_tok_dir) -> dict[str, Path]:
+    """The real demo (k-means) tokenizer cards of the inference tests: ``{modality: card dir}``."""
+    return {"image": small_image_tok_dir, "speech": speech_tok_dir, "music": music_tok_dir}
 
 
 @pytest.fixture(scope="module")

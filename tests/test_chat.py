@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 
 NAME = re.compile(r"^turn\d{3}_(image|speech|music)_\d+(-\d+)?\.(png|wav)$")
-SUPPORT = Path(__file__).with_name("infer_support.py")
-
-
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, base_tokenizer_dir, infer_support) -> Path:
-    return infer_support.make_bundle(tmp_path_factory.mktemp("chat") / "model", base_tokenizer_dir)
+def model_dir(tmp_path_factory, base_tokenizer_dir, demo_cards, infer_support) -> Path:
+    return infer_support.make_bundle(tmp_path_factory.mktemp("chat") / "model", base_tokenizer_dir, demo_cards)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +34,9 @@ def media(tmp_path_factory, infer_support):
 
 
 def run_support_cli(child_env, *args, check=True):
-    """`anygpt ...` in a child process that first registers the test backends."""
-    proc = subprocess.run([sys.executable, str(SUPPORT), *map(str, args)], capture_output=True, text=True,
-                          env=child_env(), timeout=600, cwd=SUPPORT.parent.parent)
+    """`anygpt ...` in a child process."""
+    proc = subprocess.run([sys.executable, "-m", "anygpt.cli", *map(str, args)], capture_output=True, text=True,
+                          env=child_env(), timeout=600, cwd=REPO)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return proc
@@ -53,18 +51,20 @@ def test_forced_media_turns_decode_to_files_and_history_keeps_codes(bundle, medi
 
     s = ChatSession(bundle, preset="demo", out_dir=tmp_path / "out", seed=0)
     r1 = s.send("draw it again", [Attachment("image", str(media["image"]))], output="image")
-    # the attachment was tokenized by the bundle's image tokenizer: the grid's 4 colours
-    assert s.history[0].content[0] == MediaCodes("image", [12, 3, 15, 0])
+    # the attachment was tokenized by the bundle's image tokenizer (read from its file as a user's would be)
+    image_tok = bundle.tokenizers["image"]
+    codes = [int(c) for c in image_tok.encode([image_tok.load_media(media["image"])])[0]]
+    assert s.history[0].content[0] == MediaCodes("image", codes) and len(codes) == 4
     assert [m["modality"] for m in r1.media] == ["image"] and r1.raw.startswith("<soim>") and r1.raw.endswith("<eoim>")
     with Image.open(r1.media[0]["path"]) as im:
-        assert im.size == (64, 64)
+        assert im.size == (image_tok.image_size, image_tok.image_size)
     r2 = s.send("say something", output="speech")
     r3 = s.send("play a tune", [Attachment("music", str(media["audio"]))], output="music")
     for r, m in ((r2, "speech"), (r3, "music")):
         [item] = r.media
         assert item["modality"] == m
         wav, sr = sf.read(item["path"])
-        assert sr == 8000 and len(wav) > 0 and np.abs(wav).max() > 0
+        assert sr == bundle.tokenizers[m].sample_rate and len(wav) > 0 and np.abs(wav).max() > 0
     for r in (r1, r2, r3):
         p = Path(r.media[0]["path"])
         assert NAME.match(p.name) and p.parent == tmp_path / "out"
@@ -136,7 +136,7 @@ def test_script_mode_writes_transcript(model_dir, media, tmp_path, child_env):
 
 
 def run_in_process(capsys, *args) -> tuple[int, str, str]:
-    """`anygpt ARGS` in this process (the test backends are registered here): fast."""
+    """`anygpt ARGS` in this process (saves a child's imports): fast."""
     from anygpt.cli import main
 
     code = main([str(a) for a in args])
@@ -211,13 +211,13 @@ def test_terminal_chat_commands(model_dir, media, tmp_path, capsys, monkeypatch)
     assert (tmp_path / "turn001_image_0.png").is_file()
 
 
-def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, media, tmp_path, capsys, infer_support):
+def test_single_shot_on_a_reference_format_base_model(base_tokenizer_dir, demo_cards, media, tmp_path, capsys, infer_support):
     """The reference's base-model prompt: ``[Human]: {instruction} This is input: {text}<eoh> [MMGPT]:``;
     like the reference it does not force ``<soim>`` after ``[MMGPT]:`` unless asked to."""
     from anygpt.inference.generation import build_prompt_ids
     from anygpt.model.bundle import load_bundle
 
-    d = infer_support.make_bundle(tmp_path / "base", base_tokenizer_dir, profile="anygpt", template="anygpt-pretrain")
+    d = infer_support.make_bundle(tmp_path / "base", base_tokenizer_dir, demo_cards, profile="anygpt", template="anygpt-pretrain")
     b = load_bundle(d)
     ids = build_prompt_ids(b, "Draw this. This is input: a red circle", output_modality="image")
     assert b.layout.start_id("image") not in ids and b.layout.token_id("[MMGPT]") in ids[-3:]

@@ -25,8 +25,8 @@ def _one_thread(torch_one_thread):
 
 
 @pytest.fixture(scope="module")
-def bundle(infer_support, base_tokenizer_dir, tmp_path_factory) -> Path:
-    return infer_support.make_bundle(tmp_path_factory.mktemp("bench") / "model", base_tokenizer_dir)
+def bundle(infer_support, base_tokenizer_dir, demo_cards, tmp_path_factory) -> Path:
+    return infer_support.make_bundle(tmp_path_factory.mktemp("bench") / "model", base_tokenizer_dir, demo_cards)
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +185,10 @@ def test_sigkill_mid_run_then_resume(bundle, datasets, tmp_path):
     import subprocess
     import time
 
-    from conftest import REPO, subprocess_env
+    from conftest import subprocess_env
 
     data = F.write_librispeech(tmp_path / "ls_more", n_per_chapter=6)
-    args = [sys.executable, str(REPO / "tests" / "infer_support.py"), "eval", "--model", str(bundle), "--data", str(data),
+    args = [sys.executable, "-m", "anygpt.cli", "eval", "--model", str(bundle), "--data", str(data),
             "--out", str(tmp_path / "o"), "--benchmark", "librispeech-asr", *SHORT, "--batch-size", "1"]
     log = tmp_path / "o" / "librispeech-asr.items.jsonl"
     child = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

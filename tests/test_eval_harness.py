@@ -1,4 +1,4 @@
-"""`anygpt eval` end to end on a tiny random Llama bundle with fake modality tokenizers.
+"""`anygpt eval` end to end on a tiny random Llama bundle with the demo (k-means) tokenizer cards.
 
 The numbers are meaningless (random weights); what is checked is that every task runs through
 prompt building, constrained batched generation, decoding and scoring, and writes well-formed
@@ -17,86 +17,12 @@ from PIL import Image, ImageDraw
 
 from anygpt.data.shapes import COLOURS
 from anygpt.eval import metrics as M
-from anygpt.modality.base import CodeLayout, ModalityTokenizer, register_backend
 
 _spec = importlib.util.spec_from_file_location("eval_support", Path(__file__).with_name("eval_support.py"))
 eval_support = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(eval_support)  # a helper shared with test_demo (tests are not a package)
 
 RATE = 8000
-
-
-class _FakeImage(ModalityTokenizer):
-    """4×4 grid of cells, one code per cell: which of R, G, B is bright (8 codes) × dark/light."""
-
-    modality = "image"
-    codebook_size = 16
-    tokens_per_item = 16
-    image_size = 32
-    code_layout = CodeLayout(1, 16, 16)
-
-    def load_media(self, path):
-        return Image.open(path).convert("RGB").resize((32, 32))
-
-    def encode(self, batch):
-        out = []
-        for img in batch:
-            a = np.asarray(img.resize((4, 4), Image.BILINEAR), dtype=np.int64)
-            bits = (a > 127).astype(np.int64)
-            out.append((bits[..., 0] + 2 * bits[..., 1] + 4 * bits[..., 2] + 8 * (a.mean(-1) > 200)).reshape(-1))
-        return out
-
-    def decode(self, codes):
-        c = np.zeros(16, dtype=np.int64)
-        c[: min(16, len(codes))] = np.asarray(codes[:16])
-        rgb = np.stack([(c & 1) > 0, (c & 2) > 0, (c & 4) > 0], -1).astype(np.uint8) * 200 + 30
-        return Image.fromarray(rgb.reshape(4, 4, 3)).resize((32, 32), Image.NEAREST)
-
-
-class _FakeAudio(ModalityTokenizer):
-    """25 frames/s; a frame's code is its dominant pitch bin; decoding plays that pitch."""
-
-    codebook_size = 32
-    code_layout = CodeLayout(1, 32)
-    frames_per_second = 25.0
-    sample_rate = RATE
-    max_seconds = 2.0
-
-    def load_media(self, path):
-        import soundfile as sf
-
-        wave, sr = sf.read(str(path), dtype="float32")
-        assert sr == RATE
-        return wave
-
-    def encode(self, batch):
-        hop = RATE // 25
-        out = []
-        for w in batch:
-            frames = np.asarray(w)[: len(w) // hop * hop].reshape(-1, hop)
-            spec = np.abs(np.fft.rfft(frames, axis=1))
-            out.append(np.minimum(spec.argmax(axis=1) // 4, 31).astype(np.int64))
-        return out
-
-    def decode(self, codes):
-        hop = RATE // 25
-        t = np.arange(hop) / RATE
-        return np.concatenate([0.3 * np.sin(2 * np.pi * (4 * int(c) + 2) * 25 * t) for c in codes] or [np.zeros(hop)]).astype(np.float32)
-
-
-@register_backend("fake-eval-image")
-class FakeImageTokenizer(_FakeImage):
-    pass
-
-
-@register_backend("fake-eval-speech")
-class FakeSpeechTokenizer(_FakeAudio):
-    modality = "speech"
-
-
-@register_backend("fake-eval-music")
-class FakeMusicTokenizer(_FakeAudio):
-    modality = "music"
 
 
 def _tone(freq: float, seconds: float, bright: bool) -> np.ndarray:
@@ -147,31 +73,28 @@ def _one_thread(torch_one_thread):
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle_dir(base_tokenizer_dir, tmp_path_factory) -> Path:
-    """A random 2-layer Llama with the `default` layout, chat template and the fake tokenizers."""
+def tiny_bundle_dir(base_tokenizer_dir, demo_cards, tmp_path_factory) -> Path:
+    """A random 2-layer Llama with the `default` layout, chat template and the demo tokenizer cards
+    (image: 4 codes of 16; speech and music: 32 codes)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from anygpt.data.templates import get_template
     from anygpt.model.bundle import save_bundle_extras
-    from anygpt.modality.base import TokenizerCard
+    from anygpt.modality.base import load_tokenizer
     from anygpt.vocab import VocabLayout, load_base_tokenizer
 
     d = tmp_path_factory.mktemp("bundle")
     tok = load_base_tokenizer(base_tokenizer_dir)
-    layout = VocabLayout.from_profile("default", len(tok), {"image": 16, "speech": 32, "music": 32})
+    sizes = {m: load_tokenizer(c).code_layout.n_codes for m, c in demo_cards.items()}
+    layout = VocabLayout.from_profile("default", len(tok), sizes)
     layout.grow_tokenizer(tok)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=layout.padded_vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(str(d), safe_serialization=True)
-    cards = {}
-    for m in ("image", "speech", "music"):
-        cd = tmp_path_factory.mktemp(f"card_{m}")
-        TokenizerCard(f"fake-eval-{m}", m, cd, {}).save(cd)
-        cards[m] = cd
-    save_bundle_extras(d, tok, layout, get_template("chat"), cards, generation={"speech": {"max_new_tokens": 20}})
+    save_bundle_extras(d, tok, layout, get_template("chat"), demo_cards, generation={"speech": {"max_new_tokens": 20}})
     return d
 
 
@@ -215,8 +138,11 @@ def test_eval_cli_end_to_end_writes_every_task(tiny_bundle_dir, corpus_dir, tmp_
     asr = json.loads((out / "asr.json").read_text())
     assert asr["n"] == 2 and any("bad.wav" in e for e in asr["errors"]) and any("test.jsonl:4" in e for e in asr["errors"])
     # fixed-length image output: exactly tokens_per_item codes, decoded and saved as PNG samples
+    from anygpt.model.bundle import load_bundle
+
+    per_image = load_bundle(tiny_bundle_dir).tokenizers["image"].tokens_per_item
     t2i = json.loads((out / "text_to_image.json").read_text())
-    assert all(ex["n_codes"] == 16 for ex in t2i["examples"])
+    assert per_image == 4 and all(ex["n_codes"] == per_image for ex in t2i["examples"])
     assert (out / t2i["examples"][0]["output_media"]).read_bytes()[:4] == b"\x89PNG"
     t2m = json.loads((out / "text_to_music.json").read_text())
     assert "analyser_instrument_accuracy_on_real_clips" in t2m["metrics"]

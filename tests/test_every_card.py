@@ -52,12 +52,12 @@ SLOW = {"encodec_24khz", "janus-vq", "seed2", "speechtokenizer_soundstorm", "dem
 
 
 @pytest.fixture(scope="module")
-def shared_bundle(tmp_path_factory, base_tokenizer_dir, infer_support):
+def shared_bundle(tmp_path_factory, base_tokenizer_dir, demo_cards, infer_support):
     """The tiny model, its layout reserving Janus' 16384 image, SpeechTokenizer's 1024 speech and
     EnCodec 32 kHz's 8192 music codes (every shipped card fits); each test puts its card's tokenizer in."""
     from anygpt.model.bundle import load_bundle
 
-    d = infer_support.make_bundle(tmp_path_factory.mktemp("every_card") / "model", base_tokenizer_dir,
+    d = infer_support.make_bundle(tmp_path_factory.mktemp("every_card") / "model", base_tokenizer_dir, demo_cards,
                                   sizes={"image": 16384, "speech": 1024, "music": 8192})
     return load_bundle(d, with_tokenizers=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -155,10 +156,12 @@ def test_outside_spans_text_only_bans_starts_codes_and_padding():
 
 # ---------------------------------------------------------------- with a tiny random Llama
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, base_tokenizer_dir, infer_support):
+def bundle(tmp_path_factory, base_tokenizer_dir, demo_cards, encodec_music_card, infer_support):
+    """Demo image (4 codes) and speech cards; music is a random-weight EnCodec card: 2 layers frame-major."""
     from anygpt.model.bundle import load_bundle
 
-    d = infer_support.make_bundle(tmp_path_factory.mktemp("gen") / "model", base_tokenizer_dir)
+    cards = {**demo_cards, "music": encodec_music_card}
+    d = infer_support.make_bundle(tmp_path_factory.mktemp("gen") / "model", base_tokenizer_dir, cards)
     return load_bundle(d)
 
 
@@ -187,8 +190,10 @@ def test_tiny_model_forced_media_batch(bundle, output):
         assert r[0] == bundle.layout.start_id(output)
         if output == "image":  # fixed length even though the model never learned it
             assert len(pieces[0][1]) == 4 and r[-1] == bundle.layout.end_id("image")
-        if output == "music":
-            assert len(pieces[0][1]) % 2 == 0
+        if output == "music":  # whole frames, each layer's code in its own slot (layer q: [q·1024, (q+1)·1024))
+            codes = np.asarray(pieces[0][1])
+            assert len(codes) % 2 == 0 and (codes.reshape(-1, 2) // 1024 == [0, 1]).all(), codes
+            assert bundle.tokenizers["music"].decode(codes).size == max(len(codes) // 2, 1) * bundle.tokenizers["music"].hop
 
 
 def test_tiny_model_text_and_free_replies_and_beams(bundle):

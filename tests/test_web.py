@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SUPPORT = Path(__file__).with_name("infer_support.py")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -30,8 +29,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, base_tokenizer_dir, infer_support) -> Path:
-    return infer_support.make_bundle(tmp_path_factory.mktemp("web") / "model", base_tokenizer_dir)
+def model_dir(tmp_path_factory, base_tokenizer_dir, demo_cards, infer_support) -> Path:
+    return infer_support.make_bundle(tmp_path_factory.mktemp("web") / "model", base_tokenizer_dir, demo_cards)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,7 @@ def test_browser_image_upload_gets_a_generated_image(model_dir, media, tmp_path,
     log = tmp_path / "serve.log"
     out_root = tmp_path / "serve_out"
     with open(log, "w") as logf:
-        proc = subprocess.Popen([sys.executable, str(SUPPORT), "serve", "--model", str(model_dir), "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "anygpt.cli", "serve", "--model", str(model_dir), "--port", str(port),
                                  "--out", str(out_root), "--seed", "0", "--max-upload-mb", "1"],
                                 cwd=repo_root, env=child_env(), stdout=logf, stderr=subprocess.STDOUT)
     try:

@@ -131,12 +131,12 @@ def test_no_trust_remote_code():
     assert not hits, f"trust_remote_code=True in {hits}"
 
 
-def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir, infer_support):
+def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir, demo_cards, infer_support):
     """A bundle written by our export path (make_bundle → save_pretrained + extras) and by
     ``anygpt convert`` holds no pickle weight files."""
     from anygpt.cli.convert import convert
 
-    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir)
+    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir, demo_cards)
     out = convert(model, tmp_path / "converted", dtype="fp32")
     for d in (model, out):
         names = [p.name for p in d.rglob("*") if p.is_file()]
@@ -145,14 +145,14 @@ def test_exported_weights_are_safetensors_only(tmp_path, base_tokenizer_dir, inf
         assert not pickles, f"{d}: pickle weight files {pickles}"
 
 
-def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_tokenizer_dir, infer_support):
+def test_serve_binds_localhost_with_upload_limits(monkeypatch, tmp_path, base_tokenizer_dir, demo_cards, infer_support):
     """`anygpt serve` as a user runs it (launch captured): 127.0.0.1, no share link, a file-size cap."""
     import gradio
 
     from anygpt.cli import build_parser
 
 
-    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir)
+    model = infer_support.make_bundle(tmp_path / "model", base_tokenizer_dir, demo_cards)
     seen = {}
     monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: seen.update(kw))
     monkeypatch.setattr(gradio.Blocks, "queue", lambda self, **kw: self)
