@@ -242,12 +242,13 @@ def small_image_tok_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def music_tok_dir(tmp_path_factory) -> Path:
-    """A demo-music card dir fitted on six 1 s harmonic tones at 22.05 kHz (32 codes; seconds)."""
+    """A demo-music card dir fitted on six 1 s harmonic tones at 22.05 kHz (32 codes; seconds). At
+    most 2 s (50 codes) per clip, which also bounds what a test's model is asked to generate."""
     from anygpt.modality.kmeans_tokenizer import KMeansMusicTokenizer
     from anygpt.modality.testing import audio_corpus
 
     d = tmp_path_factory.mktemp("mu_tok")
-    KMeansMusicTokenizer.fit(audio_corpus(22050, 6, seed=4), d, codebook_size=32, iters=5, max_seconds=5.0)
+    KMeansMusicTokenizer.fit(audio_corpus(22050, 6, seed=4), d, codebook_size=32, iters=5, max_seconds=2.0)
     return d
 
 
