@@ -474,20 +474,20 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
 
     real_policy, calls = pretrain.apply_length_policy, []
 
-    def dies_at_200(*args):
-        calls.append(1)
-        if len(calls) == 200:
+    def dies_at_200(batch, *args):  # the length policy sees every rendered batch: samples counted there
+        calls.append(len(batch))
+        if sum(calls) >= 200:
             raise KeyboardInterrupt
-        return real_policy(*args)
+        return real_policy(batch, *args)
 
     monkeypatch.setattr(pretrain, "apply_length_policy", dies_at_200)
     with pytest.raises(KeyboardInterrupt):
-        build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
+        build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64, batch_size=16)
     partial = tmp_path / ".res.partial"
     assert not (tmp_path / "res").exists() and json.loads((partial / "progress.json").read_text())["consumed"] == 192
     calls.clear()
-    build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
-    assert len(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
+    build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64, batch_size=16)
+    assert sum(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
     assert read_data_info(tmp_path / "res")["num_samples"] == 300
 
 
