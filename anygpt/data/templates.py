@@ -625,15 +625,15 @@ class BatchRenderer:
         """Token ids of each text, from the cache or tokenized in one call (then cached)."""
         cache = self.cache
         missing = list(dict.fromkeys(s for s in texts if s not in cache))
-        if missing:
-            if len(cache) + len(missing) > self.cache_size:
-                cache.clear()
-            cache.update(zip(missing, self._tokenize(missing)))
-            if len(missing) > self.cache_size:  # one batch larger than the cache: keep none of it
-                out = [cache[s] for s in texts]
-                cache.clear()
-                return out
-        return [cache[s] for s in texts]
+        if not missing:
+            return [cache[s] for s in texts]
+        fresh = dict(zip(missing, self._tokenize(missing)))
+        out = [fresh[s] if s in fresh else cache[s] for s in texts]
+        if len(cache) + len(fresh) > self.cache_size:
+            cache.clear()
+        if len(fresh) <= self.cache_size:
+            cache.update(fresh)
+        return out
 
     def _token_table(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The token ids of ``texts`` back to back (int32) and each text's offsets in them."""
