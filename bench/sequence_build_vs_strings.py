@@ -17,6 +17,7 @@ Run: PYTHONPATH=. python bench/sequence_build_vs_strings.py
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import time
@@ -29,6 +30,9 @@ WORDS = ("a the red green blue circle square star small large piano violin slow 
 
 
 def main() -> None:
+    # build-data renders with the tokenizer single-threaded (anygpt.data.mixture: processes are its
+    # parallelism); rendering here runs as it does there
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import numpy as np
     import pyarrow as pa
 

@@ -485,7 +485,7 @@ class BatchRenderer:
     def __init__(self, template: Template, tokenizer, layout: VocabLayout, cache_size: int = 50_000):
         self.template, self.tokenizer, self.layout = template, tokenizer, _CachedLayout(layout)
         self.special_ids = _SpecialIds(tokenizer.bos_token_id, tokenizer.eos_token_id)  # HF looks these up per access
-        self.cache: dict[str, list[int]] = {}
+        self.cache: dict[str, np.ndarray] = {}
         self.cache_size = cache_size
         self.reference = template.reference_strings and encoder_for(tokenizer) is not None
         self._shapes: dict[tuple, list[tuple[str, object, bool]]] = {}
@@ -598,7 +598,7 @@ class BatchRenderer:
             elif _SLOT_OPEN in str(p.value):
                 columns.append(("text", _SLOT_RE.split(str(p.value)), train))
             else:
-                const(self._text_ids([str(p.value)])[0], train)
+                const(self._text_ids([str(p.value)])[0].tolist(), train)
         const(t.suffix_ids(messages, tok, loss_on, False), loss_on != "none")
         self._shapes[key] = columns
         return columns
@@ -621,13 +621,14 @@ class BatchRenderer:
                 self.layout.layout.span_ids(media.modality, media.span(i).codes)
         return v.astype(np.int32) + np.int32(r.start)
 
-    def _text_ids(self, texts: list[str]) -> list[list[int]]:
+    def _text_ids(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids of each text, from the cache or tokenized in one call (then cached)."""
         cache = self.cache
         missing = list(dict.fromkeys(s for s in texts if s not in cache))
         if not missing:
             return [cache[s] for s in texts]
-        fresh = dict(zip(missing, self._tokenize(missing)))
+        # int32 arrays: a few hundred bytes per cached text, where lists of ints took several KB
+        fresh = {k: np.asarray(v, np.int32) for k, v in zip(missing, self._tokenize(missing))}
         out = [fresh[s] if s in fresh else cache[s] for s in texts]
         if len(cache) + len(fresh) > self.cache_size:
             cache.clear()
@@ -641,7 +642,7 @@ class BatchRenderer:
         lengths = np.fromiter(map(len, ids), np.int64, len(ids))
         offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(offsets[-1])), offsets
+        return (np.concatenate(ids) if ids else np.zeros(0, np.int32)), offsets
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         """``tokenizer(text, add_special_tokens=False)["input_ids"]`` for each text. A Hugging Face

@@ -136,7 +136,7 @@ def write_dataset(samples: Iterable[Item] | Callable[[int], Iterable[Item]], out
             done = 0
             while done < len(b):  # slices that end at chunk and shard boundaries
                 k = min(len(b) - done, chunk_rows, shard_rows - in_shard)
-                write_rows(b.take(np.arange(done, done + k)))
+                write_rows(b if k == len(b) else b.take(np.arange(done, done + k)))
                 done += k
                 bar.update(k)
                 if in_shard >= shard_rows:
