@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-N_SAMPLES = 150
+N_SAMPLES = 512  # one batch of build-data's mixture (mix_batches' batch_size); ours has per-batch costs
 MODS = ("image", "speech", "music")
 WORDS = ("a the red green blue circle square star small large piano violin slow fast calm melody in C major "
          "hello world how are you today please describe this picture read text out loud music").split()

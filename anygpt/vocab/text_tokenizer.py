@@ -76,10 +76,11 @@ def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
     which is what a tokenizer that silently drops text loses."""
     unk = tokenizer.unk_token_id
     out = {"texts": 0, "chars": 0, "unknown_tokens": 0, "texts_with_unknown": 0, "lost_chars": 0}
-    for t in texts:
-        ids = tokenizer.encode(t, add_special_tokens=False)
+    texts = list(texts)
+    # one batched call each way: a build checks thousands of texts before its first sample
+    all_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for t, ids, back in zip(texts, all_ids, tokenizer.batch_decode(all_ids, skip_special_tokens=True)):
         n_unk = sum(1 for i in ids if i == unk) if unk is not None else 0
-        back = tokenizer.decode(ids, skip_special_tokens=True)
         a, b = "".join(t.split()), "".join(back.split())
         out["texts"] += 1
         out["chars"] += len(a)
