@@ -77,9 +77,8 @@ def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
     unk = tokenizer.unk_token_id
     out = {"texts": 0, "chars": 0, "unknown_tokens": 0, "texts_with_unknown": 0, "lost_chars": 0}
     texts = list(texts)
-    # one batched call each way: a build checks thousands of texts before its first sample
-    all_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    for t, ids, back in zip(texts, all_ids, tokenizer.batch_decode(all_ids, skip_special_tokens=True)):
+    # batched calls (1,000 texts each way): a build checks thousands of texts before its first sample
+    for t, ids, back in _encoded_and_decoded(tokenizer, texts, 1000):
         n_unk = sum(1 for i in ids if i == unk) if unk is not None else 0
         a, b = "".join(t.split()), "".join(back.split())
         out["texts"] += 1
@@ -88,6 +87,14 @@ def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
         out["texts_with_unknown"] += int(n_unk > 0 or a != b)
         out["lost_chars"] += 0 if a == b else max(len(a) - _common_chars(a, b), 0)
     return out
+
+
+def _encoded_and_decoded(tokenizer, texts: list[str], chunk: int):
+    """``(text, ids, decoded ids)`` for each text, tokenized and decoded ``chunk`` texts per call."""
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        ids = tokenizer(part, add_special_tokens=False)["input_ids"]
+        yield from zip(part, ids, tokenizer.batch_decode(ids, skip_special_tokens=True))
 
 
 def _common_chars(a: str, b: str) -> int:
