@@ -474,20 +474,20 @@ def test_recipe_build_batched_parallel_sharded_and_resumed_matches_one_by_one(gr
 
     real_policy, calls = pretrain.apply_length_policy, []
 
-    def dies_at_200(*args):
-        calls.append(1)
-        if len(calls) == 200:
+    def dies_at_200(batch, *args):  # the length policy sees every rendered batch: samples counted there
+        calls.append(len(batch))
+        if sum(calls) >= 200:
             raise KeyboardInterrupt
-        return real_policy(*args)
+        return real_policy(batch, *args)
 
     monkeypatch.setattr(pretrain, "apply_length_policy", dies_at_200)
     with pytest.raises(KeyboardInterrupt):
-        build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
+        build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64, batch_size=16)
     partial = tmp_path / ".res.partial"
     assert not (tmp_path / "res").exists() and json.loads((partial / "progress.json").read_text())["consumed"] == 192
     calls.clear()
-    build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64)
-    assert len(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
+    build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", chunk_rows=32, shard_rows=64, batch_size=16)
+    assert sum(calls) == 300 - 192 and rows(tmp_path / "res") == want and not partial.exists()
     assert read_data_info(tmp_path / "res")["num_samples"] == 300
 
 
@@ -527,3 +527,71 @@ def test_three_round_conversation_is_one_sample_split_only_at_round_boundaries(g
     proc = cli("build-data", "--stage", "sft", "--conversations", f, "--tokenizer", tok_dir, "--out", tmp_path / "x",
                "--max-length", "5", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "round 1 alone is" in proc.stderr
+
+
+@pytest.mark.parametrize("template", ["chat", "anygpt-pretrain"])
+def test_batched_alignments_equal_one_by_one_even_for_text_with_span_markers(grown_default, grown_reference, template):
+    """render_alignments fills one template shape per direction by array arithmetic; a text that
+    holds inline token strings (which rendering parses into a media span) and empty or odd
+    texts still give exactly render_alignment's ids and labels, in input order, for any loss_on."""
+    from anygpt.data.alignment import PairBatch, render_alignments
+    from anygpt.data.instructions import draw_instruction
+    from anygpt.data.templates import BatchRenderer
+
+    _, tok, layout = grown_default if template == "chat" else grown_reference
+    t = get_template(template)
+    texts = ["a red circle", "look <soim><👀2><👀3><eoim> here", " two  spaces ", "x", "emoji 🎵 and\nnewline"]
+    pairs = [Pair(f"p{i}", "image", [i % 7, 3, 1], texts[i % len(texts)]) for i in range(23)]
+    directions = ["t2x" if i % 3 else "x2t" for i in range(23)]
+    for loss_on in ("assistant", "all"):
+        r = random.Random(4)
+        want = [render_alignment(p, d, t, tok, layout, r, "src", loss_on) for p, d in zip(pairs, directions)]
+        r = random.Random(4)
+        ins = [draw_instruction("image", d, r) for d in directions]
+        got = render_alignments(PairBatch.from_pairs(pairs), directions, ins, BatchRenderer(t, tok, layout), "src",
+                                loss_on).samples()
+        assert [(g.input_ids, g.labels, g.id, g.direction) for g in got] == \
+            [(w.input_ids, w.labels, w.id, w.direction) for w in want]
+    inline = layout.span_ids("image", [2, 3])  # the inline span of a t2x text became media ids
+    assert any(_find(w.input_ids, inline) for w, d in zip(want, directions) if d == "t2x")
+    with pytest.raises(ValueError, match="image code 1000000 outside"):
+        render_alignments(PairBatch.from_pairs([Pair("bad", "image", [10**6], "t")]), ["x2t"], ["i"],
+                          BatchRenderer(t, tok, layout))
+
+
+def test_resumed_build_with_dropped_samples_records_each_once(grown_default, tmp_path, monkeypatch):
+    """Overlong samples dropped on both sides of an interruption: the resumed build has the rows
+    and the errors.jsonl of the uninterrupted one (each dropped sample recorded once)."""
+    import datasets
+
+    import anygpt.data.pretrain as pretrain
+
+    _, tok, layout = grown_default
+    rng = np.random.default_rng(2)
+    rows = [{"id": f"s{i}", "modality": "speech", "codes": rng.integers(0, 32, 400 if i % 4 == 0 else 5).tolist(),
+             "text": f"utterance {i}", "source": ""} for i in range(30)]
+    write_shard(tmp_path / "sp" / "s0.parquet", rows, {"fingerprint": "fp", "backend": "t", "modality": "speech",
+                                                        "codebook_size": 32})
+    recipe = PretrainRecipe.load(_write_recipe(tmp_path, {"seed": 1, "num_samples": 200, "max_length": 300,
+                                                          "datasets": [{"name": "v", "shards": "sp", "modality": "speech"}]}))
+    kw = dict(chunk_rows=8, shard_rows=16, batch_size=10)
+    whole = build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "whole", **kw)
+    real, seen = pretrain.apply_length_policy, []
+
+    def dies(batch, *args):
+        seen.append(len(batch))
+        if sum(seen) >= 120:
+            raise KeyboardInterrupt
+        return real(batch, *args)
+
+    monkeypatch.setattr(pretrain, "apply_length_policy", dies)
+    with pytest.raises(KeyboardInterrupt):
+        build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", **kw)
+    monkeypatch.setattr(pretrain, "apply_length_policy", real)
+    res = build_pretrain_from_recipe(recipe, tok, layout, tmp_path / "res", **kw)
+    errs = (whole / "errors.jsonl").read_text().splitlines()
+    assert len(errs) > 10 and (res / "errors.jsonl").read_text().splitlines() == errs
+    assert len(set(errs)) < len(errs)  # the same pair dropped again in later epochs: one row per drop
+    assert read_data_info(res)["errors"] == len(errs) == read_data_info(whole)["errors"]
+    a, b = datasets.load_from_disk(str(whole)), datasets.load_from_disk(str(res))
+    assert a["input_ids"] == b["input_ids"] and a["id"] == b["id"] and len(a) + len(errs) == 200

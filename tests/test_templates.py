@@ -148,3 +148,16 @@ def test_instruction_pools_have_dozens_per_task_and_direction():
     rng = random.Random(1)
     drawn = {draw_instruction("image", "x2t", rng) for _ in range(200)}
     assert len(drawn) > 10
+
+
+def test_batch_renderer_cache_overflow_keeps_ids(grown):
+    """The text cache is bounded: when a batch overflows it, the batch still renders the ids a
+    fresh renderer gives (cached pieces dropped mid-batch must not go missing)."""
+    from anygpt.data.templates import BatchRenderer
+
+    tok, layout = grown("default")
+    t = get_template("chat")
+    convs = [[Message("user", f"question {i}"), Message("assistant", f"answer {i % 3}")] for i in range(12)]
+    want = BatchRenderer(t, tok, layout).render(convs)
+    small = BatchRenderer(t, tok, layout, cache_size=5)
+    assert small.render(convs[:2]) == want[:2] and small.render(convs) == want and len(small.cache) <= 5

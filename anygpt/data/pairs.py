@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from anygpt.data.alignment import Pair
+import numpy as np
+
+from anygpt.data.alignment import Pair, PairBatch
 from anygpt.data.error_log import ErrorLog
 from anygpt.data.shards import load_shards, read_meta, shard_files
 from anygpt.utils import read_jsonl
@@ -18,13 +20,17 @@ REFERENCE_MEDIA_KEYS = MODALITIES  # the reference JSONL names its media keys af
 
 
 class ShardPairs(collections.abc.Sequence):
-    """The pairs of a code-shard dataset, read lazily from the memory-mapped Arrow table (rows
-    without text are left out)."""
+    """The pairs of a code-shard dataset, read from its Arrow table (rows without text are left
+    out); :meth:`take` reads many at once as arrays."""
 
     def __init__(self, ds, modality: str, where: str):
+        import pyarrow.compute as pc
+
         self.ds, self.modality, self.where = ds, modality, where
-        texts = ds["text"]
-        self.rows = [i for i, t in enumerate(texts) if t]
+        self.table = ds.data.table
+        text = self.table.column("text")
+        has_text = pc.and_kleene(pc.is_valid(text), pc.greater(pc.utf8_length(text), 0))
+        self.rows = np.flatnonzero(np.asarray(has_text.to_numpy(zero_copy_only=False), dtype=bool))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -32,22 +38,20 @@ class ShardPairs(collections.abc.Sequence):
     def texts(self, limit: int | None = None) -> list[str]:
         """The pairs' texts (the first ``limit``), read as one column."""
         rows = self.rows if limit is None else self.rows[:limit]
-        col = self.ds["text"]
-        return [col[r] for r in rows]
+        return self.table.column("text").take(rows).to_pylist()
 
     def __getitem__(self, i: int) -> Pair:  # type: ignore[override]
-        row = self.ds[self.rows[i]]
+        row = self.ds[int(self.rows[i])]
         if row["modality"] != self.modality:
             raise ValueError(f"{self.where}: row {row['id']} is {row['modality']}, the recipe says {self.modality}")
         return Pair(row["id"], self.modality, row["codes"], row["text"])
 
-    def get_many(self, indices: Sequence[int]) -> list[Pair]:
-        """Pairs ``indices`` in one columnar read (row-at-a-time reads dominated building)."""
-        cols = self.ds[[self.rows[i] for i in indices]]
-        for rid, mod in zip(cols["id"], cols["modality"]):
-            if mod != self.modality:
-                raise ValueError(f"{self.where}: row {rid} is {mod}, the recipe says {self.modality}")
-        return [Pair(rid, self.modality, codes, text) for rid, codes, text in zip(cols["id"], cols["codes"], cols["text"])]
+    def take(self, indices: Sequence[int]) -> PairBatch:
+        """Pairs ``indices`` in one columnar read, codes as flat arrays (row-at-a-time reads and
+        Python lists of codes dominated building)."""
+        rows = self.rows[np.asarray(indices, np.int64)]
+        return PairBatch.from_arrow(self.table.select(["id", "modality", "codes", "text"]).take(rows),
+                                    self.modality, self.where)
 
 
 def pairs_from_shards(src: str | os.PathLike, modality: str, expect_fingerprint: str | None = None

@@ -16,16 +16,16 @@ import random
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from anygpt.data.alignment import DIRECTIONS, BuiltSample, draw_direction, render_alignment, render_alignments
+from anygpt.data.alignment import DIRECTIONS, BuiltSample, SampleBatch, draw_direction, render_alignment, render_alignments
 from anygpt.data.datainfo import data_info
 from anygpt.data.error_log import ErrorLog
 from anygpt.data.instructions import Pools, draw_instruction, instruction_source, load_instruction_pools
-from anygpt.data.mixture import MixSource, mix
+from anygpt.data.mixture import MixSource, mix_batches
 from anygpt.data.pairs import ShardPairs, files_signature, pairs_from_shards, reference_jsonl_pairs
 from anygpt.data.recipe import PretrainRecipe, apply_length_policy, check_overlong_policy
 from anygpt.data.templates import BatchRenderer, get_template
 from anygpt.data.tokenizer import check_template, default_template
-from anygpt.data.writer import write_dataset
+from anygpt.data.writer import as_batches, write_dataset
 from anygpt.vocab import VocabLayout, text_coverage
 
 TEXT_CHECK_LIMIT = 20_000  # texts per source checked for unknown / dropped characters (bounded cost)
@@ -33,10 +33,10 @@ TEXT_CHECK_LIMIT = 20_000  # texts per source checked for unknown / dropped char
 
 def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabLayout, out_dir: str | os.PathLike,
                                skip_bad: bool = False, overwrite: bool = False, num_proc: int = 1,
-                               chunk_rows: int = 4096, shard_rows: int = 65536) -> Path:
-    """Alignment samples from code shards, mixed by the recipe's weights, rendered in batches
-    (``num_proc`` processes) and written as they come (see :func:`write_dataset` for the
-    sizes); an interrupted build resumes when rerun."""
+                               chunk_rows: int = 4096, shard_rows: int = 65536, batch_size: int = 512) -> Path:
+    """Alignment samples from code shards, mixed by the recipe's weights, rendered
+    ``batch_size`` at a time (in ``num_proc`` processes) and written as they come (see
+    :func:`write_dataset` for the sizes); an interrupted build resumes when rerun."""
     template = get_template(recipe.template or default_template(layout, "pretrain"))
     check_template(template, layout)
     pools = load_instruction_pools(recipe.instructions) if recipe.instructions else None
@@ -64,10 +64,11 @@ def build_pretrain_from_recipe(recipe: PretrainRecipe, tokenizer, layout: VocabL
         coverage[spec.name] = {"items": src.size, **text_coverage(tokenizer, texts)}
     counts: dict[str, int] = {}
 
-    def samples(start: int) -> Iterator[BuiltSample | None]:
-        for s in mix(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed, skip=start,
-                     num_proc=num_proc):
-            yield apply_length_policy(s, recipe.max_length, recipe.overlong, errors, counts)
+    def samples(start: int) -> Iterator[SampleBatch]:
+        stream = mix_batches(sources, recipe.mix_by, recipe.num_samples, recipe.num_tokens, recipe.seed, skip=start,
+                             batch_size=batch_size, num_proc=num_proc)
+        for b in as_batches(stream, start, batch_size):
+            yield apply_length_policy(b, recipe.max_length, recipe.overlong, errors, counts)
 
     cards = {spec.modality: str(Path(spec.card).resolve()) for spec in recipe.datasets if spec.card}
     info = data_info("pretrain", tokenizer, layout, template, fingerprints, cards=cards, mix_by=recipe.mix_by,
@@ -94,9 +95,9 @@ def _pair_source(name: str, weight: float, pairs: ShardPairs, t2x_prob: float, r
         direction = draw_direction(rng, t2x_prob)
         return i, direction, draw_instruction(modality, direction, rng, pools)
 
-    def render(plans: Sequence[tuple[int, str, str]]) -> list[BuiltSample]:
+    def render(plans: Sequence[tuple[int, str, str]]) -> SampleBatch:
         idx, dirs, ins = zip(*plans)
-        return render_alignments(pairs.get_many(idx), dirs, ins, renderer, name, loss_on)
+        return render_alignments(pairs.take(idx), dirs, ins, renderer, name, loss_on)
 
     return MixSource(name, weight, len(pairs), plan=plan, render=render)
 

@@ -3,14 +3,15 @@ and the policy for a sample longer than ``max_length``."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from anygpt import config as configlib
-from anygpt.data.alignment import BuiltSample
+from anygpt.data.alignment import SampleBatch
 from anygpt.data.error_log import ErrorLog
 
 OVERLONG_POLICIES = ("drop", "error", "truncate")
@@ -80,19 +81,32 @@ def check_overlong_policy(policy: str) -> None:
         raise ValueError(f"overlong must be one of {', '.join(OVERLONG_POLICIES)}, not {policy!r}")
 
 
-def apply_length_policy(s: BuiltSample, max_length: int | None, policy: str, errors: ErrorLog,
-                        counts: dict[str, int]) -> BuiltSample | None:
-    """The sample within ``max_length`` tokens, by the recipe's ``overlong`` policy: ``drop``
-    records a longer one in errors.jsonl (None: a position the stream skips), ``error`` stops
-    naming it, ``truncate`` cuts it (counted in ``counts["truncated"]``). Without ``max_length``
-    every sample passes (training then refuses one longer than its ``seq_len``, naming it)."""
-    if max_length is None or len(s) <= max_length:
-        return s
+def apply_length_policy(batch: SampleBatch, max_length: int | None, policy: str, errors: ErrorLog,
+                        counts: dict[str, int]) -> SampleBatch:
+    """The batch's samples within ``max_length`` tokens, by the recipe's ``overlong`` policy:
+    ``drop`` leaves a longer one out and records it in errors.jsonl (its stream position stays a
+    gap), ``error`` stops naming it, ``truncate`` cuts it (counted in ``counts["truncated"]``).
+    Without ``max_length`` every sample passes (training then refuses one longer than its
+    ``seq_len``, naming it)."""
+    if max_length is None:
+        return batch
+    lengths = batch.rendered.lengths
+    long = np.flatnonzero(lengths > max_length)
+    if not len(long):
+        return batch
     if policy == "truncate":
-        counts["truncated"] = counts.get("truncated", 0) + 1
-        return dataclasses.replace(s, input_ids=s.input_ids[:max_length], labels=s.labels[:max_length])
+        counts["truncated"] = counts.get("truncated", 0) + len(long)
+        return _keep(batch, batch.take(np.arange(len(batch)), max_length))
+    names = [f"{s}:{i}" for s, i in zip(batch.source.take(long).to_pylist(), batch.id.take(long).to_pylist())]
     if policy == "error":
-        raise ValueError(f"{s.source}:{s.id}: {len(s)} tokens > max_length {max_length} "
+        raise ValueError(f"{names[0]}: {int(lengths[long[0]])} tokens > max_length {max_length} "
                          "(recipe overlong: error; use drop or truncate to go on)")
-    errors.bad(f"{s.source}:{s.id}", f"{len(s)} tokens > max_length {max_length}")
-    return None
+    for j, name in zip(long, names):
+        errors.bad(name, f"{int(lengths[j])} tokens > max_length {max_length}",
+                   position=None if batch.positions is None else int(batch.positions[j]))
+    return _keep(batch, batch.take(np.flatnonzero(lengths <= max_length)))
+
+
+def _keep(batch: SampleBatch, new: SampleBatch) -> SampleBatch:
+    new.end = batch.end  # the batch still covers its stream positions, dropped ones included
+    return new

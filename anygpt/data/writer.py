@@ -14,12 +14,15 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Union
 
-from anygpt.data.alignment import BuiltSample
+import numpy as np
+
+from anygpt.data.alignment import BuiltSample, SampleBatch
 from anygpt.data.datainfo import write_data_info
-from anygpt.data.error_log import ErrorLog
-from anygpt.utils import atomic_write_text
+from anygpt.data.error_log import ERRORS_FILE, ErrorLog
+from anygpt.utils import atomic_write_text, jsonl_line
+from anygpt.vocab import IGNORE_INDEX
 
 PROGRESS_FILE = "progress.json"
 
@@ -38,101 +41,124 @@ def _features():
     })
 
 
-def write_dataset(samples: Iterable[BuiltSample | None] | Callable[[int], Iterable[BuiltSample | None]], out_dir: str | os.PathLike,
+Item = Union[SampleBatch, BuiltSample, None]
+
+
+def write_dataset(samples: Iterable[Item] | Callable[[int], Iterable[Item]], out_dir: str | os.PathLike,
                   info: dict, errors: ErrorLog | None = None, overwrite: bool = False, chunk_rows: int = 4096,
                   shard_rows: int = 65536, job_key: str | None = None) -> Path:
     """Save samples as a Hugging Face dataset (``load_from_disk`` reads it) + ``anygpt_data.json``.
 
-    Rows go to Arrow shards as they come (``chunk_rows`` at a time, a new file every
-    ``shard_rows``), so memory does not grow with the output. The folder is built beside it
-    (``.NAME.partial``) and renamed when complete, so it appears complete or not at all.
+    ``samples`` yields :class:`SampleBatch` es (flat arrays, written as they are) or single
+    :class:`BuiltSample` s (``None``: a position whose sample was dropped). Rows go to Arrow
+    shards as they come (``chunk_rows`` at a time, a new file every ``shard_rows``) and the error
+    log's rows to ``errors.jsonl`` as the writer passes them, so memory does not grow with the
+    output. The folder is built beside it (``.NAME.partial``) and renamed when complete, so it
+    appears complete or not at all.
 
     Resumable: with a ``job_key`` (what identifies the build: inputs and settings) and ``samples``
-    a callable ``start -> stream from position start`` (``None`` items are positions whose
-    sample was dropped), every closed shard is recorded in
-    ``.NAME.partial/progress.json``; rerunning the same build continues after the last closed
-    shard, a different build starts over."""
+    a callable ``start -> stream from position start`` (batches carry their stream
+    ``positions``), every closed shard is recorded in ``.NAME.partial/progress.json``; rerunning
+    the same build continues after the last closed shard, a different build starts over."""
     import pyarrow as pa
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: already exists and is not empty (pass --overwrite to replace it)")
     features = _features()
-    names = list(features)
     tmp = out.with_name(f".{out.name}.partial")
-    state = {"job": job_key, "shards": [], "consumed": 0, "counts": {}, "tokens": 0, "errors": []}
+    state = {"job": job_key, "shards": [], "consumed": 0, "counts": {}, "tokens": 0, "errors": 0, "errors_bytes": 0}
     prev = _read_progress(tmp) if job_key is not None and callable(samples) else None
-    if prev is not None and prev.get("job") == job_key:
+    if prev is not None and prev.get("job") == job_key and isinstance(prev.get("errors"), int):
         state = prev
         for name in os.listdir(tmp):  # a shard left open by the interrupted run
             if name.endswith(".arrow") and name not in state["shards"]:
                 os.remove(tmp / name)
-        if errors is not None:
-            errors.rows[:0] = state["errors"]
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True, exist_ok=True)
+    errors_path = tmp / ERRORS_FILE
+    with open(errors_path, "ab") as f:  # rows the interrupted run wrote after its last closed shard go
+        f.truncate(state["errors_bytes"])
+    if errors is not None:
+        errors.count += state["errors"]
     start = state["consumed"]
-    counted = _Counted(samples(start) if callable(samples) else samples)
     counts: dict[str, dict[str, int]] = state["counts"]
-    cols: dict[str, list] = {k: [] for k in names}
+    schema = _arrow_schema(features)
     writer: pa.ipc.RecordBatchStreamWriter | None = None
     in_shard = 0
+    errors_file = open(errors_path, "a", encoding="utf-8")
     from tqdm import tqdm
 
-    def flush_chunk() -> None:
-        nonlocal writer, in_shard
-        import datasets
+    bar = tqdm(desc="building samples", unit="sample", disable=None, initial=start)
 
-        table = datasets.Dataset.from_dict(cols, features=features).data.table  # arrow schema + HF metadata
+    def write_errors(before: int | None) -> None:
+        if errors is not None:
+            errors_file.write("".join(jsonl_line(r) for r in errors.drain(before)))
+
+    def write_rows(b: SampleBatch) -> None:
+        nonlocal writer, in_shard
         if writer is None:
             name = f"data-{len(state['shards']):05d}.arrow"
-            writer = pa.ipc.new_stream(str(tmp / name), table.schema)
+            writer = pa.ipc.new_stream(str(tmp / name), schema)
             state["open"] = name
-        writer.write_table(table)
-        in_shard += table.num_rows
-        for k in names:
-            cols[k] = []
+        writer.write_table(_table(b, schema))
+        in_shard += len(b)
+        r = b.rendered
+        lengths = r.lengths
+        loss = np.diff(np.concatenate([[0], np.cumsum(r.labels != IGNORE_INDEX)])[r.offsets])
+        src = np.asarray(b.source.to_numpy(zero_copy_only=False), dtype=object)
+        for name in dict.fromkeys(src.tolist()):
+            sel = src == name
+            c = counts.setdefault(name, {"samples": 0, "tokens": 0, "loss_tokens": 0})
+            c["samples"] += int(sel.sum())
+            c["tokens"] += int(lengths[sel].sum())
+            c["loss_tokens"] += int(loss[sel].sum())
+        state["tokens"] += int(lengths.sum())
 
-    def close_shard() -> None:
+    def close_shard(consumed: int) -> None:
         nonlocal writer, in_shard
         if writer is None:
             return
         writer.close()
         writer, in_shard = None, 0
         state["shards"].append(state.pop("open"))
-        state["consumed"] = start + counted.n
-        state["errors"] = list(errors.rows) if errors else []
+        state["consumed"] = consumed
+        write_errors(consumed)
+        errors_file.flush()
+        state["errors"] = errors.count - len(errors.pending) if errors is not None else 0
+        state["errors_bytes"] = errors_file.tell()
         atomic_write_text(tmp / PROGRESS_FILE, json.dumps(state))
 
-    for s in tqdm(counted, desc="building samples", unit="sample", disable=None, initial=start):
-        if s is None:  # dropped by the stream (recorded in errors), still a position to resume after
-            continue
-        n, labels = len(s), s.labels
-        for k, v in zip(names, (s.input_ids, labels, s.modality, s.direction, s.source, s.id, n)):
-            cols[k].append(v)
-        c = counts.setdefault(s.source, {"samples": 0, "tokens": 0, "loss_tokens": 0})
-        c["samples"] += 1
-        c["tokens"] += n
-        c["loss_tokens"] += n - labels.count(-100) if isinstance(labels, list) else sum(1 for x in labels if x != -100)
-        state["tokens"] += n
-        if len(cols["length"]) >= chunk_rows:
-            flush_chunk()
-            if in_shard >= shard_rows:
-                close_shard()
-    if cols["length"]:
-        flush_chunk()
-    close_shard()
+    try:
+        pos = start  # the stream position after everything received so far
+        for b in as_batches(samples(start) if callable(samples) else samples, start, chunk_rows):
+            done = 0
+            while done < len(b):  # slices that end at chunk and shard boundaries
+                k = min(len(b) - done, chunk_rows, shard_rows - in_shard)
+                write_rows(b if k == len(b) else b.take(np.arange(done, done + k)))
+                done += k
+                bar.update(k)
+                if in_shard >= shard_rows:
+                    # consumed: up to the last written row (dropped positions after it are rendered again)
+                    close_shard(int(b.positions[done - 1]) + 1 if done < len(b) else b.end)
+            pos = b.end
+            write_errors(pos)
+        close_shard(pos)
+        write_errors(None)
+    finally:
+        bar.close()
+        errors_file.close()
     if not state["shards"]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError("no samples to write (every input was empty or bad)")
     _finish_hf_dataset(tmp, state["shards"], features)
     n_samples = sum(c["samples"] for c in counts.values())
     info = {**info, "num_samples": n_samples, "num_tokens": state["tokens"], "sources": counts,
-            "errors": len(errors.rows) if errors else 0}
+            "errors": errors.count if errors is not None else 0}
     write_data_info(tmp, info)
-    if errors:
-        errors.write(tmp)
+    if not errors_path.stat().st_size:
+        errors_path.unlink()
     (tmp / PROGRESS_FILE).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
@@ -140,19 +166,58 @@ def write_dataset(samples: Iterable[BuiltSample | None] | Callable[[int], Iterab
     return out
 
 
-class _Counted:
-    """An iterator that counts what it handed out (the stream position a resumed build starts at)."""
+def as_batches(stream: Iterable[Item], start: int, chunk_rows: int) -> Iterator[SampleBatch]:
+    """The stream as :class:`SampleBatch` es with ``positions`` and ``end`` set (single samples
+    are gathered ``chunk_rows`` at a time; a ``None`` is a position without a sample)."""
+    pos = start
+    singles: list[BuiltSample] = []
+    single_pos: list[int] = []
 
-    def __init__(self, it: Iterable):
-        self.it, self.n = iter(it), 0
+    def gathered() -> SampleBatch:
+        b = SampleBatch.from_samples(singles, np.asarray(single_pos, np.int64), end=pos)
+        singles.clear()
+        single_pos.clear()
+        return b
 
-    def __iter__(self):
-        return self
+    for item in stream:
+        if isinstance(item, SampleBatch):
+            if singles:
+                yield gathered()
+            if item.positions is None:
+                item.positions = np.arange(pos, pos + len(item), dtype=np.int64)
+            if item.end is None:
+                item.end = int(item.positions[-1]) + 1 if len(item) else pos
+            pos = item.end
+            yield item
+            continue
+        if item is not None:
+            singles.append(item)
+            single_pos.append(pos)
+        pos += 1
+        if len(singles) >= chunk_rows:
+            yield gathered()
+    if singles or pos > start:
+        yield gathered()
 
-    def __next__(self):
-        x = next(self.it)
-        self.n += 1
-        return x
+
+def _arrow_schema(features):
+    """The Arrow schema (with the Hugging Face features metadata) that ``load_from_disk`` reads."""
+    import datasets
+
+    return datasets.Dataset.from_dict({k: [] for k in features}, features=features).data.table.schema
+
+
+def _table(b: SampleBatch, schema):
+    """One Arrow table of the batch's rows: the list columns straight from the flat arrays."""
+    import pyarrow as pa
+
+    r = b.rendered
+    offsets = pa.array(r.offsets.astype(np.int32))
+    cols = [pa.ListArray.from_arrays(offsets, pa.array(r.input_ids, pa.int32())),
+            pa.ListArray.from_arrays(offsets, pa.array(r.labels, pa.int32())),
+            b.modality, b.direction, b.source, b.id, pa.array(r.lengths.astype(np.int32))]
+    return pa.Table.from_arrays([c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)],
+                                schema=schema)
 
 
 def _read_progress(tmp: Path) -> dict | None:

@@ -76,10 +76,10 @@ def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
     which is what a tokenizer that silently drops text loses."""
     unk = tokenizer.unk_token_id
     out = {"texts": 0, "chars": 0, "unknown_tokens": 0, "texts_with_unknown": 0, "lost_chars": 0}
-    for t in texts:
-        ids = tokenizer.encode(t, add_special_tokens=False)
+    texts = list(texts)
+    # batched calls (1,000 texts each way): a build checks thousands of texts before its first sample
+    for t, ids, back in _encoded_and_decoded(tokenizer, texts, 1000):
         n_unk = sum(1 for i in ids if i == unk) if unk is not None else 0
-        back = tokenizer.decode(ids, skip_special_tokens=True)
         a, b = "".join(t.split()), "".join(back.split())
         out["texts"] += 1
         out["chars"] += len(a)
@@ -87,6 +87,14 @@ def text_coverage(tokenizer, texts: Iterable[str]) -> dict[str, int]:
         out["texts_with_unknown"] += int(n_unk > 0 or a != b)
         out["lost_chars"] += 0 if a == b else max(len(a) - _common_chars(a, b), 0)
     return out
+
+
+def _encoded_and_decoded(tokenizer, texts: list[str], chunk: int):
+    """``(text, ids, decoded ids)`` for each text, tokenized and decoded ``chunk`` texts per call."""
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        ids = tokenizer(part, add_special_tokens=False)["input_ids"]
+        yield from zip(part, ids, tokenizer.batch_decode(ids, skip_special_tokens=True))
 
 
 def _common_chars(a: str, b: str) -> int:

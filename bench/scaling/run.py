@@ -88,7 +88,7 @@ def _child(args: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="10000,100000", help="build-data sizes (samples)")
-    ap.add_argument("--num-proc", type=int, default=1)
+    ap.add_argument("--num-proc", default="1", help="build-data processes; a list (1,2) runs each size with each")
     ap.add_argument("--loader", default="1,20,200", help="loader: numbers of dataset shards")
     ap.add_argument("--batches", type=int, default=200)
     args = ap.parse_args()
@@ -101,12 +101,14 @@ def main() -> None:
             (tmp / "recipe.yaml").write_text(json.dumps({"num_samples": n, "seed": 0, "datasets": [
                 {"name": "img", "shards": str(tmp / "image"), "modality": "image", "weight": 1},
                 {"name": "sp", "shards": str(tmp / "speech"), "modality": "speech", "weight": 1}]}))
-            r = _child(["--child-build", str(tok), str(tmp / "recipe.yaml"), str(tmp / f"out{n}"), str(args.num_proc)])
-            results.append({"stage": "build-data", "size": n, "num_proc": args.num_proc,
-                            "us_per_item": round(r["seconds"] / n * 1e6, 1), "items_per_s": round(n / r["seconds"]),
-                            "peak_rss_mb": round(r["rss_mb"]), "worker_peak_rss_mb": round(r["worker_rss_mb"])})
-            print(json.dumps(results[-1]), flush=True)
-            last = tmp / f"out{n}"
+            for procs in [int(x) for x in args.num_proc.split(",")]:
+                out = tmp / f"out{n}_{procs}"
+                r = _child(["--child-build", str(tok), str(tmp / "recipe.yaml"), str(out), str(procs)])
+                results.append({"stage": "build-data", "size": n, "num_proc": procs,
+                                "us_per_item": round(r["seconds"] / n * 1e6, 1), "items_per_s": round(n / r["seconds"]),
+                                "peak_rss_mb": round(r["rss_mb"]), "worker_peak_rss_mb": round(r["worker_rss_mb"])})
+                print(json.dumps(results[-1]), flush=True)
+                last = out
         from datasets import load_from_disk
 
         small = load_from_disk(str(last)).select(range(500))
@@ -120,7 +122,7 @@ def main() -> None:
                             "open_s": round(r["open_seconds"], 2), "peak_rss_mb": round(r["rss_mb"])})
             print(json.dumps(results[-1]), flush=True)
     for stage in ("build-data", "loader"):
-        rs = [r for r in results if r["stage"] == stage]
+        rs = [r for r in results if r["stage"] == stage and r.get("num_proc", 1) == results[0].get("num_proc", 1)]
         if len(rs) > 1:
             key = "us_per_item" if stage == "build-data" else "us_per_batch"
             print(json.dumps({"stage": stage, "sizes": [r["size"] for r in rs],
