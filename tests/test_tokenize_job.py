@@ -178,8 +178,11 @@ def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
     items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]
     items.insert(3, ManifestItem("gone", "gone.png", tmp_path / "gone.png"))
     tok = KMeansImageTokenizer.load(image_tok_dir)
-    rows, errors = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3)
-    assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
+    for workers in (0, 2):  # read in-process or by two reader processes: the same rows
+        got = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3, workers=workers)
+        rows, errors = got.rows, got.errors
+        assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
+        assert errors[0]["reason"] == "file not found" and got.audio_seconds == 0
     assert rows[4]["codes"] == tok.encode([tok.load_media(paths[4])])[0].tolist()
     # batches group similar sizes and respect both caps
     assert size_batches([5, 1, 4, 2, 3], 2, None) == [[1, 3], [4, 2], [0]]
