@@ -59,6 +59,8 @@ from anygpt.utils import atomic_write_text, dist_info, write_jsonl
 
 @dataclass
 class JobResult:
+    """What one process's run of :func:`tokenize_manifest` did (and, if it merged, the job's totals)."""
+
     shards_done: int  # shards this process tokenized now
     shards_skipped: int  # shards that were already finished
     shards_total: int

@@ -185,7 +185,8 @@ def main() -> None:
     ap.add_argument("--peak-flops", type=float, help="the GPU's dense bf16 peak FLOP/s (default: by device name)")
     ap.add_argument("--items", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length for the tokenize runs")
-    ap.add_argument("--time-limit", type=float, default=420.0, help="seconds for the whole script (default 420)")
+    ap.add_argument("--time-limit", type=float,
+                    help="seconds for the whole script (default 420; 1800 with --smoke: a shared CPU is slow)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-tokenize", action="store_true")
     ap.add_argument("--smoke", action="store_true",
@@ -193,7 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.items, args.seconds, args.steps = 4, 1.0, 2
-    deadline = Deadline(args.time_limit)
+    deadline = Deadline(args.time_limit or (1800.0 if args.smoke else 420.0))
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
