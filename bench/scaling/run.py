@@ -3,7 +3,7 @@ training loader at growing sizes, each size in a fresh process (so its peak RSS 
 
 - tokenize: the tokenize job (``anygpt tokenize``'s code, 1,000-item shards, its default reader
   processes) on 64×64 PNG pictures with a demo k-means image tokenizer, 1k → 10k items; peak RSS
-  of the job and, separately, of its reader processes.
+  of the job and, separately, of its reader processes (forked: pages shared with the job count in both).
 - build-data: a two-dataset recipe over image and speech code shards (32 image codes, 150–300
   speech codes per pair, the reference's lengths), ``--num-samples`` from 10k up.
 - loader: the training loader over 1 → 200 dataset shards of 500 samples each (40–300 tokens,
@@ -78,7 +78,7 @@ def child_loader(dirs: list[str], batches: int) -> None:
         next(loader)
     dt = time.perf_counter() - t0
     loader.close()
-    print(json.dumps({"seconds": dt, "open_seconds": t_open, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"seconds": dt, "open_seconds": t_open, "rss_mb": _peak_rss_mb()}))
 
 
 def _pictures(d: Path, n: int) -> Path:
@@ -98,6 +98,16 @@ def _pictures(d: Path, n: int) -> Path:
     return d / "m.jsonl"
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (``VmHWM``). ``getrusage``'s ``ru_maxrss`` is not used: on
+    Linux it keeps the parent's high-water mark across fork + exec, so a child started by a
+    1 GB parent never reports less than 1 GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_tokenize(card: str, manifest: str, out: str) -> None:
     from anygpt.jobs.tokenize_media import tokenize_manifest
 
@@ -105,8 +115,7 @@ def child_tokenize(card: str, manifest: str, out: str) -> None:
     res = tokenize_manifest(card, out, manifest=manifest, shard_size=1000, batch_size=16, progress=False, device="cpu")
     dt = time.perf_counter() - t0
     assert res.merged and res.errors == 0, res
-    print(json.dumps({"seconds": dt, "items": res.items, "workers": res.workers,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"seconds": dt, "items": res.items, "workers": res.workers, "rss_mb": _peak_rss_mb(),
                       "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
