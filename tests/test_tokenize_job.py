@@ -92,7 +92,10 @@ def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_
     """Kill the job (SIGKILL) while it works on an item of shard 2, rerun, check every id once.
 
     The item is a 7000×7000 picture: decoding and resizing it takes far longer than the 0.3 s
-    after which the job is killed. (A FIFO used to be the blocker; FIFOs are now refused.)"""
+    after which the job is killed. (A FIFO used to be the blocker; FIFOs are now refused.) Read
+    in-process (``--workers 0``): a reader process would decode it ahead, while shards 0 and 1
+    are encoded, and shard 2 could finish before the kill; tests/faults/test_kill_tokenize.py
+    kills jobs with their readers at random points."""
     from PIL import Image
 
     paths = write_images(tmp_path / "img", 11)
@@ -103,7 +106,7 @@ def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_
     man = write_manifest(tmp_path / "m.jsonl", rows)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "anygpt.cli", "tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir),
-            "--manifest", str(man), "--out", str(out), "--shard-size", "3", "--no-progress"]
+            "--manifest", str(man), "--out", str(out), "--shard-size", "3", "--no-progress", "--workers", "0"]
     proc = subprocess.Popen(args, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "shard-00001.parquet").exists():
