@@ -106,3 +106,26 @@ def test_sample_lengths_follow_the_rows_the_dataset_shows():
     loader = MixtureLoader([ds], row_len=48, pack=False, shuffle=False, prefetch=0)
     batch = next(iter(loader))
     assert int((batch["segment_ids"] >= 0).sum()) == want[loader.epoch_plan(0)[0][0][0][1]]
+
+
+def test_batches_hold_the_planned_rows_of_many_sets_with_mixed_columns():
+    """Sets are joined into few Arrow views at open (one gather per batch); every batch must still
+    hold exactly the rows its plan names, with their dataset / modality / direction ids, for sets
+    that differ in columns (one without ``direction``) and one that is a shuffled selection."""
+    from anygpt.data.packing import Sample, collate_rows
+
+    dss = [make_dataset(12, k, "image" if k % 2 else "speech", seed=k) for k in range(1, 7)]
+    dss.append(make_dataset(10, 7, "music", seed=7).remove_columns("direction"))
+    dss.append(make_dataset(30, 8, "image", seed=8).shuffle(seed=2).select(range(5, 25)))
+    loader = MixtureLoader(dss, batch_size=2, row_len=64, pack=True, seed=5, prefetch=0)
+    mod = {n: i for i, n in enumerate(loader.modality_names)}
+    dirs = {n: i for i, n in enumerate(loader.direction_names)}
+    assert "" in dirs  # the set without the column
+    for b, plan in enumerate(loader.epoch_plan(0)[:6]):
+        rows = [[Sample(dss[k][i]["input_ids"], dss[k][i]["labels"], k, mod[dss[k][i]["modality"]],
+                        dirs[dss[k][i].get("direction", "")]) for k, i in row] for row in plan]
+        want = collate_rows(rows, 64, 0)
+        got = next(loader)
+        assert sorted(got) == sorted(want), b
+        for key in want:
+            assert torch.equal(got[key], want[key]), (b, key)

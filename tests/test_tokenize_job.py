@@ -66,6 +66,7 @@ def test_bad_audio_land_in_errors_and_rate_fails_job(tmp_path, speech_tok_dir, c
                "--out", tmp_path / "out", "--shard-size", "4", "--max-error-rate", "0.5", "--no-windows", check=False)
     assert proc.returncode == 1, proc.stderr  # --no-windows: long.wav is refused, not cut (tests/test_long_audio.py)
     assert "more than --max-error-rate" in proc.stderr
+    assert "throughput: 6 items in " in proc.stdout and "audio-s/s" in proc.stdout, proc.stdout
     errors = {json.loads(line)["id"]: json.loads(line)["reason"] for line in (tmp_path / "out/errors.jsonl").read_text().splitlines()}
     assert set(errors) == {"empty.wav", "text.wav", "nan.wav", "long.wav"}
     assert "empty" in errors["empty.wav"] and "NaN" in errors["nan.wav"] and "longer than the limit" in errors["long.wav"]
@@ -91,7 +92,10 @@ def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_
     """Kill the job (SIGKILL) while it works on an item of shard 2, rerun, check every id once.
 
     The item is a 7000×7000 picture: decoding and resizing it takes far longer than the 0.3 s
-    after which the job is killed. (A FIFO used to be the blocker; FIFOs are now refused.)"""
+    after which the job is killed. (A FIFO used to be the blocker; FIFOs are now refused.) Read
+    in-process (``--workers 0``): a reader process would decode it ahead, while shards 0 and 1
+    are encoded, and shard 2 could finish before the kill; tests/faults/test_kill_tokenize.py
+    kills jobs with their readers at random points."""
     from PIL import Image
 
     paths = write_images(tmp_path / "img", 11)
@@ -102,7 +106,7 @@ def test_resume_after_kill_no_duplicates_no_gaps(tmp_path, image_tok_dir, child_
     man = write_manifest(tmp_path / "m.jsonl", rows)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "anygpt.cli", "tokenize", "--modality", "image", "--tokenizer", str(image_tok_dir),
-            "--manifest", str(man), "--out", str(out), "--shard-size", "3", "--no-progress"]
+            "--manifest", str(man), "--out", str(out), "--shard-size", "3", "--no-progress", "--workers", "0"]
     proc = subprocess.Popen(args, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "shard-00001.parquet").exists():
@@ -178,9 +182,59 @@ def test_shard_is_read_in_windows_in_manifest_order(tmp_path, image_tok_dir):
     items = [ManifestItem(f"i{k}", str(p), p) for k, p in enumerate(paths)]
     items.insert(3, ManifestItem("gone", "gone.png", tmp_path / "gone.png"))
     tok = KMeansImageTokenizer.load(image_tok_dir)
-    rows, errors = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3)
-    assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
+    for workers in (0, 2):  # read in-process or by two reader processes: the same rows
+        got = tokenize_shard(tok, items, "image", batch_size=2, max_batch_elements=None, window=3, workers=workers)
+        rows, errors = got.rows, got.errors
+        assert [r["id"] for r in rows] == [f"i{k}" for k in range(7)] and [e["id"] for e in errors] == ["gone"]
+        assert errors[0]["reason"] == "file not found" and got.audio_seconds == 0
     assert rows[4]["codes"] == tok.encode([tok.load_media(paths[4])])[0].tolist()
     # batches group similar sizes and respect both caps
     assert size_batches([5, 1, 4, 2, 3], 2, None) == [[1, 3], [4, 2], [0]]
     assert size_batches([10, 10, 10, 1], 8, 20) == [[3, 0], [1, 2]]
+
+
+def test_reader_processes_change_nothing_but_speed(tmp_path, speech_tok_dir):
+    """Media read by two worker processes (a bad file and a 44.1 kHz stereo one among them, over
+    several shards): the same rows, error records and encode batches as reading in-process, and
+    the same codes as one item at a time (the demo codec is frame-wise: padding does not matter).
+    Batches are sorted by length: each holds neighbouring durations."""
+    from anygpt.modality.kmeans_tokenizer import KMeansSpeechTokenizer
+
+    rng = np.random.default_rng(4)
+    seconds = [1.0, 0.3, 0.7, 0.5, 0.9, 0.4, 0.6, 0.8]
+    rows = []
+    for i, sec in enumerate(seconds):
+        sf.write(tmp_path / f"s{i}.wav", vowel(rng, sec), 16000)
+        rows.append({"id": f"s{i}", "path": f"s{i}.wav"})
+    sf.write(tmp_path / "cd.flac", np.stack([vowel(rng, 0.55, 44100)] * 2, 1), 44100)
+    (tmp_path / "bad.wav").write_text("not audio")
+    rows[3:3] = [{"id": "cd", "path": "cd.flac"}, {"id": "bad", "path": "bad.wav"}]
+    man = write_manifest(tmp_path / "m.jsonl", rows)
+
+    class Recording(KMeansSpeechTokenizer):
+        def encode(self, batch):
+            self.batches.append([len(x) for x in batch])
+            return super().encode(batch)
+
+    def job(out: str, batch_size: int, workers: int):
+        tok = Recording.load(speech_tok_dir)
+        tok.batches = []
+        res = tokenize_manifest(speech_tok_dir, tmp_path / out, manifest=man, shard_size=4, batch_size=batch_size,
+                                max_error_rate=0.5, progress=False, tokenizer=tok, workers=workers,
+                                max_batch_seconds=None)
+        shards = sorted((tmp_path / out).glob("shard-*.parquet"))
+        got = [r for f in shards for r in pq.read_table(f).to_pylist()]
+        errors = (tmp_path / out / "errors.jsonl").read_text()
+        return res, got, errors, tok.batches
+
+    res2, rows2, err2, batches2 = job("w2", 3, 2)
+    res0, rows0, err0, batches0 = job("w0", 3, 0)
+    _, rows1, err1, _ = job("single", 1, 0)
+    assert res2.workers == 2 and res2.read_now == len(rows) and res2.errors == 1
+    assert rows2 == rows0 and err2 == err0 and batches2 == batches0
+    assert [r["id"] for r in rows2] == [r["id"] for r in rows if r["id"] != "bad"]  # manifest order
+    assert [(r["id"], r["codes"]) for r in rows1] == [(r["id"], r["codes"]) for r in rows2] and err1 == err2
+    assert json.loads(err2)["id"] == "bad" and json.loads(err2)["path"] == "bad.wav"
+    assert res2.audio_seconds == pytest.approx(sum(seconds) + 0.55, abs=1e-3)
+    assert max(len(b) for b in batches2) == 3
+    assert batches2[0] + batches2[1] == sorted(batches2[0] + batches2[1])  # shard 0's four items, by length

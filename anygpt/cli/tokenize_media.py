@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the card's window_seconds, else the longest that fits max_seconds and 4000 codes)")
     p.add_argument("--hop-seconds", type=float, help="audio: a new window every this many seconds (default: the window)")
     p.add_argument("--no-windows", action="store_true", help="audio: never cut; recordings over max_seconds are errors")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding and resampling media while the codec encodes (default: the CPUs "
+                        "this rank may use, less one, at most 8; 0: read in the main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -58,20 +61,29 @@ def unmerged_message(res, out: str, rank: int, world: int) -> str:
     return f"{missing} of {res.shards_total} shard(s) not written yet (--max-shards?): rerun the same command to continue"
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run(args: argparse.Namespace) -> int:
     from anygpt.jobs.tokenize_media import tokenize_manifest
 
     device = args.device
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device in (None, "cuda") and "LOCAL_RANK" in os.environ and _cuda_available():
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"  # one GPU per rank, also by default
     res = tokenize_manifest(
         args.tokenizer, args.out, manifest=args.manifest, hf_dataset=args.hf_dataset, modality=args.modality,
         batch_size=args.batch_size, shard_size=args.shard_size, max_batch_seconds=args.max_batch_seconds,
         max_error_rate=args.max_error_rate, device=device, max_shards=args.max_shards,
         progress=not args.no_progress,
         window_seconds=None if args.no_windows else (args.window_seconds or "auto"), hop_seconds=args.hop_seconds,
+        workers=args.workers,
     )
     print(f"tokenized {res.shards_done} shard(s), {res.shards_skipped} already done, of {res.shards_total}")
+    if res.throughput():
+        print(f"throughput: {res.throughput()}")
     if res.merged:
         print(f"{res.items - res.errors} items tokenized, {res.errors} skipped (errors.jsonl); "
               f"wrote {args.out}/manifest.json")

@@ -86,6 +86,31 @@ def check_sample_lengths(path: str | os.PathLike, ds, seq_len: int, show: int = 
                      "or build-data --max-length) or raise data.seq_len")
 
 
+def _joined_views(datasets: Sequence) -> tuple[list, list[tuple[int, int]]]:
+    """The sets' training columns joined, once, into as few Arrow-formatted datasets as their
+    schemas allow (memory-mapped sets concatenate without copying), and where each set lives:
+    ``(view, row offset)``. A batch then costs one gather per view, however many sets it draws
+    from; selecting columns per set and batch deep-copied each set's metadata, a cost that grew
+    with the number of sets (bench/README.md, loader scaling)."""
+    from datasets import concatenate_datasets
+
+    groups: dict[str, list[int]] = {}
+    picked = []
+    for k, d in enumerate(datasets):
+        cols = [c for c in ("input_ids", "labels", "modality", "direction") if c in d.column_names]
+        picked.append(d.select_columns(cols))
+        groups.setdefault(repr(picked[-1].features), []).append(k)
+    views, where = [], [(0, 0)] * len(datasets)
+    for members in groups.values():
+        offset = 0
+        for k in members:
+            where[k] = (len(views), offset)
+            offset += len(picked[k])
+        parts = [picked[k] for k in members]
+        views.append((concatenate_datasets(parts) if len(parts) > 1 else parts[0]).with_format("arrow"))
+    return views, where
+
+
 class MixtureLoader:
     """Batches from a weighted mixture of datasets for one data-parallel rank.
 
@@ -120,6 +145,7 @@ class MixtureLoader:
         self.samples_per_epoch = samples_per_epoch or sum(len(d) for d in self.datasets)
         self.prefetch = prefetch
         self.lengths = [sample_lengths(d) for d in self.datasets]
+        self._views, self._where = _joined_views(self.datasets)
         self.modality_names = self._names("modality")
         self.direction_names = self._names("direction")
         self.epoch, self.batch = 0, 0
@@ -177,13 +203,16 @@ class MixtureLoader:
         for row in batch_plan:
             for k, i in row:
                 wanted.setdefault(k, []).append(i)
-        got: dict[tuple[int, int], dict] = {}
+        by_view: dict[int, list[tuple[int, int]]] = {}
         for k, idx in wanted.items():
-            ds = self.datasets[k]
-            cols = [c for c in ("input_ids", "labels", "modality", "direction") if c in ds.column_names]
-            rows = ds.select_columns(cols)[sorted(set(idx))]
-            for j, i in enumerate(sorted(set(idx))):
-                got[(k, i)] = {c: rows[c][j] for c in cols}
+            v, offset = self._where[k]
+            by_view.setdefault(v, []).extend((k, i) for i in sorted(set(idx)))
+        got: dict[tuple[int, int], dict] = {}
+        for v, keys in by_view.items():  # one Arrow gather per group of like sets (usually one per batch)
+            table = self._views[v][[self._where[k][1] + i for k, i in keys]]
+            cols = {c: table.column(c).to_pylist() for c in table.column_names}
+            for j, key in enumerate(keys):
+                got[key] = {c: col[j] for c, col in cols.items()}
         mod_ix = {n: i for i, n in enumerate(self.modality_names)}
         dir_ix = {n: i for i, n in enumerate(self.direction_names)}
         samples = [[Sample(got[(k, i)]["input_ids"], got[(k, i)]["labels"], k,

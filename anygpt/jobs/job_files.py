@@ -6,6 +6,7 @@ check that each shard holds exactly its manifest rows. Why each exists: the docs
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -90,14 +91,18 @@ class JobBusy(ValueError):
 
 @contextlib.contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[bool]:
-    """Hold an ``fcntl`` lock on ``path`` (its content: the holder's pid) for the ``with`` block.
+    """Hold an ``fcntl`` (POSIX) lock on ``path`` (its content: the holder's pid) for the ``with`` block.
     Yields True when taken, False when a live process holds it (``what`` names it in messages).
     The kernel releases the lock when its holder dies, so a stale lock file never blocks."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # a POSIX record lock, not flock: forked children (the job's media-reading workers) do
+            # not inherit it, so a SIGKILLed job's orphaned workers never block the rerun
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             yield False
             return
         os.ftruncate(fd, 0)

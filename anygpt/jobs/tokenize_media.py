@@ -25,6 +25,11 @@ Design (what makes a rerun after a kill finish the rest with no duplicates and n
   every ``hop_seconds``: one row per window, id ``<id>@<offset>`` (offset in seconds), with
   ``offset`` and ``duration`` columns; a recording that fits is one row with its own id. Windows
   come from the file's header and the settings only, so a rerun cuts the same windows.
+- Media are decoded and resampled by ``workers`` forked reader processes
+  (:mod:`anygpt.jobs.media_reader`) while the main process encodes; a bad file read in a worker
+  is still one error record naming it. Items are encoded a window at a time, sorted by length
+  within the window (less padding, which also changes the last codes less); batches depend only
+  on the items and the batch settings, so the rows are the same with any number of workers.
 - When every shard exists, the rank that notices (the last to finish) merges the per-shard errors
   into ``errors.jsonl`` (``{"id","path","reason"}``) and writes ``manifest.json`` (counts,
   fingerprint, card); past ``max_error_rate`` the job fails.
@@ -38,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -46,13 +51,16 @@ from anygpt.data.shards import read_meta, write_shard
 from anygpt.jobs.job_files import (ERRORS_FILE, SUMMARY_FILE, _check_job_file, _exclusive_per_rank, errors_name,
                                    remove_stale_temps, shard_name, verify_shard_ids)
 from anygpt.jobs.manifest import ManifestItem, read_manifest
-from anygpt.jobs.windowing import Windowing, job_windowing, load_windows
-from anygpt.modality.base import MediaError, ModalityTokenizer, TokenizerCard, load_card, load_tokenizer
+from anygpt.jobs.media_reader import Loaded, default_workers, error_reason, read_chunks
+from anygpt.jobs.windowing import Windowing, job_windowing
+from anygpt.modality.base import ModalityTokenizer, TokenizerCard, load_card, load_tokenizer
 from anygpt.utils import atomic_write_text, dist_info, write_jsonl
 
 
 @dataclass
 class JobResult:
+    """What one process's run of :func:`tokenize_manifest` did (and, if it merged, the job's totals)."""
+
     shards_done: int  # shards this process tokenized now
     shards_skipped: int  # shards that were already finished
     shards_total: int
@@ -62,6 +70,18 @@ class JobResult:
     error_rate: float | None = None
     failed: str | None = None  # set when the error rate is past the limit
     summary: dict = field(default_factory=dict)
+    read_now: int = 0  # manifest items this process read and encoded now (rows or errors)
+    audio_seconds: float = 0.0  # seconds of audio this process encoded now
+    seconds: float = 0.0  # wall time of this process's shards (reading + encoding + writing)
+    workers: int = 0  # media-reading processes used
+
+    def throughput(self) -> str:
+        """``N items in T s: X items/s[, Y audio-s/s]`` for this process's work, or '' if none."""
+        if not self.read_now or self.seconds <= 0:
+            return ""
+        audio = f", {self.audio_seconds / self.seconds:.1f} audio-s/s" if self.audio_seconds else ""
+        return (f"{self.read_now} items in {self.seconds:.1f} s: {self.read_now / self.seconds:.2f} items/s{audio} "
+                f"({self.workers} reader process{'es' if self.workers != 1 else ''})")
 
 
 def item_size(item: Any) -> int:
@@ -90,14 +110,6 @@ def size_batches(sizes: Sequence[int], batch_size: int, max_batch_elements: int 
     return batches
 
 
-def _reason(e: BaseException, path: Path) -> str:
-    msg = str(e)
-    prefix = f"{path}: "
-    if msg.startswith(prefix):
-        return msg[len(prefix):]
-    return msg if isinstance(e, MediaError) else f"{type(e).__name__}: {msg}"
-
-
 def encode_items(tok: ModalityTokenizer, media: list[Any], batch_size: int, max_batch_elements: int | None
                  ) -> list[np.ndarray | BaseException]:
     """Encode loaded media in size-grouped batches; a failing batch is retried one item at a
@@ -117,35 +129,95 @@ def encode_items(tok: ModalityTokenizer, media: list[Any], batch_size: int, max_
     return out  # type: ignore[return-value]
 
 
+@dataclass
+class ShardOutput:
+    """What one shard gave: rows (manifest order), error records, seconds of audio encoded."""
+
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    audio_seconds: float = 0.0
+
+
+def default_window(batch_size: int) -> int:
+    """Items sorted by length together (8 batches, at least 64): wider means less padding, but
+    all of a window's media are held in memory at once."""
+    return max(8 * batch_size, 64)
+
+
+def encode_window(tok: ModalityTokenizer, items: Sequence[ManifestItem], loaded: Sequence[Loaded], modality: str,
+                  batch_size: int, max_batch_elements: int | None, out: ShardOutput) -> None:
+    """Encode one window of read items (``loaded[i]`` is ``items[i]`` read) into ``out``: its load
+    errors (manifest order), then its rows (manifest order; a long recording's windows in time
+    order) and encode errors. The window's media are sorted by size into batches, so a batch
+    holds similar lengths and little padding."""
+    pending: list[tuple[ManifestItem, dict, Any]] = []
+    for it, got in zip(items, loaded):
+        if isinstance(got, dict):
+            out.errors.append(got)
+        else:
+            pending.extend((it, fields, m) for fields, m in got)
+    results = encode_items(tok, [m for _, _, m in pending], batch_size, max_batch_elements)
+    for (it, fields, media), res in zip(pending, results):
+        if isinstance(res, BaseException):
+            out.errors.append({"id": fields["id"], "path": it.path,
+                               "reason": f"encode failed: {error_reason(res, it.resolved)}"})
+        elif len(res) == 0:
+            out.errors.append({"id": fields["id"], "path": it.path, "reason": "encode produced no codes"})
+        else:
+            out.rows.append({**fields, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
+                             "text": it.text, "source": it.path})
+            if tok.modality != "image" and tok.sample_rate:
+                out.audio_seconds += int(np.asarray(media).size) / tok.sample_rate
+
+
+def _plan(shards: Sequence[tuple[int, Sequence[ManifestItem]]], window: int, chunk: int
+          ) -> list[tuple[int, int, Sequence[ManifestItem]]]:
+    """``(shard, window index, chunk of items)`` in order: each shard cut into windows of
+    ``window`` items, each window into read chunks of ``chunk`` items."""
+    plan = []
+    for k, items in shards:
+        for w, start in enumerate(range(0, len(items), window)):
+            win = items[start:start + window]
+            plan.extend((k, w, win[c:c + chunk]) for c in range(0, len(win), chunk))
+    return plan
+
+
+def tokenize_shards(tok: ModalityTokenizer, shards: Sequence[tuple[int, Sequence[ManifestItem]]], modality: str,
+                    batch_size: int, max_batch_elements: int | None, window: int | None = None,
+                    windowing: Windowing | None = None, workers: int = 0) -> Iterator[tuple[int, ShardOutput]]:
+    """``(shard, output)`` for each ``(shard, items)`` in turn, as soon as that shard is done.
+
+    Media are read by ``workers`` processes (0: in this process) a few items at a time, ahead of
+    the codec and across shard boundaries, and encoded a ``window`` of items at a time (default
+    :func:`default_window`), size-sorted within the window, so memory stays bounded however
+    large the shard is. Batches depend only on the items and these settings, never on the
+    number of workers: the rows are the same either way."""
+    window = window or default_window(batch_size)
+    chunk = max(1, min(batch_size, window))
+    plan = _plan(shards, window, chunk)
+    per_window = -(-window // chunk)
+    prefetch = -(-per_window // max(1, workers)) + 1  # keep a whole window read ahead of the codec
+    out, items, loaded = ShardOutput(), [], []
+    for j, got in enumerate(read_chunks(tok, [c for _, _, c in plan], windowing, workers, prefetch)):
+        k, w, its = plan[j]
+        items.extend(its)
+        loaded.extend(got)
+        nxt = plan[j + 1][:2] if j + 1 < len(plan) else None
+        if nxt != (k, w):  # this window is complete
+            encode_window(tok, items, loaded, modality, batch_size, max_batch_elements, out)
+            items, loaded = [], []
+        if nxt is None or nxt[0] != k:  # this shard is complete
+            yield k, out
+            out = ShardOutput()
+
+
 def tokenize_shard(tok: ModalityTokenizer, items: list[ManifestItem], modality: str, batch_size: int,
                    max_batch_elements: int | None, window: int | None = None,
-                   windowing: Windowing | None = None) -> tuple[list[dict], list[dict]]:
-    """One shard's rows (in manifest order; a long recording's windows in time order) and errors
-    (``{"id","path","reason"}``).
-
-    Media are read ``window`` items at a time (default 8 batches) and size-sorted within the
-    window, so memory stays bounded however large the shard is."""
-    rows, errors = [], []
-    window = window or max(8 * batch_size, 64)
-    for start in range(0, len(items), window):
-        loaded: list[tuple[ManifestItem, dict, Any]] = []
-        for it in items[start:start + window]:
-            try:
-                loaded.extend((it, fields, m) for fields, m in load_windows(tok, it, windowing))
-            except MediaError as e:
-                errors.append({"id": it.id, "path": it.path, "reason": _reason(e, it.resolved)})
-            except Exception as e:  # noqa: BLE001 - an unexpected reader failure is still one bad item
-                errors.append({"id": it.id, "path": it.path, "reason": f"{type(e).__name__}: {e}"})
-        results = encode_items(tok, [m for _, _, m in loaded], batch_size, max_batch_elements)
-        for (it, fields, _), res in zip(loaded, results):
-            if isinstance(res, BaseException):
-                errors.append({"id": fields["id"], "path": it.path, "reason": f"encode failed: {_reason(res, it.resolved)}"})
-            elif len(res) == 0:
-                errors.append({"id": fields["id"], "path": it.path, "reason": "encode produced no codes"})
-            else:
-                rows.append({**fields, "modality": modality, "codes": np.asarray(res, dtype=np.int64).tolist(),
-                             "text": it.text, "source": it.path})
-    return rows, errors
+                   windowing: Windowing | None = None, workers: int = 0) -> ShardOutput:
+    """One shard's rows (in manifest order; a long recording's windows in time order), errors
+    (``{"id","path","reason"}``) and audio seconds; see :func:`tokenize_shards`."""
+    done = list(tokenize_shards(tok, [(0, items)], modality, batch_size, max_batch_elements, window, windowing, workers))
+    return done[0][1] if done else ShardOutput()
 
 
 @_exclusive_per_rank
@@ -156,13 +228,15 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
                       device: str | None = None, rank: int | None = None, world_size: int | None = None,
                       max_shards: int | None = None, progress: bool = True,
                       tokenizer: ModalityTokenizer | None = None, window_seconds: float | None | str = "auto",
-                      hop_seconds: float | None = None) -> JobResult:
+                      hop_seconds: float | None = None, workers: int | None = None) -> JobResult:
     """Tokenize this rank's shards of a manifest into ``out_dir`` (see the module docstring).
 
     ``max_shards`` stops after that many new shards (a partial run; rerun to continue).
     ``max_batch_seconds`` bounds a batch's padded audio length (items × longest item).
     ``window_seconds``: audio longer than this is cut into windows every ``hop_seconds``
-    (``"auto"``: the tokenizer's default window; None: never cut, long files are refused)."""
+    (``"auto"``: the tokenizer's default window; None: never cut, long files are refused).
+    ``workers``: processes reading media ahead of the codec (None: :func:`default_workers`;
+    0: read in this process); the rows do not depend on it."""
     from tqdm import tqdm
 
     card_obj = card if isinstance(card, TokenizerCard) else load_card(card)
@@ -172,6 +246,9 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
         raise ValueError(f"--modality {modality} but tokenizer {card_obj.backend} is for {tok.modality}")
     if shard_size < 1 or batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be at least 1")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {workers}")
     if rank is None or world_size is None:
         r, w = dist_info()
         rank = r if rank is None else rank
@@ -202,16 +279,19 @@ def tokenize_manifest(card: str | os.PathLike | TokenizerCard, out_dir: str | os
     max_elems = None
     if tok.modality != "image" and max_batch_seconds and tok.sample_rate:
         max_elems = int(max_batch_seconds * tok.sample_rate)
-    result = JobResult(len(todo), len(mine) - len(todo), n_shards)
-    n_todo = sum(len(items[k * shard_size:(k + 1) * shard_size]) for k in todo)
-    bar = tqdm(total=n_todo, unit="item", desc=f"tokenize {modality} rank {rank}/{world_size}",
+    result = JobResult(len(todo), len(mine) - len(todo), n_shards, workers=workers)
+    shards = [(k, items[k * shard_size:(k + 1) * shard_size]) for k in todo]
+    bar = tqdm(total=sum(len(c) for _, c in shards), unit="item", desc=f"tokenize {modality} rank {rank}/{world_size}",
                disable=not progress, file=sys.stderr, mininterval=0.5)
-    for k in todo:
-        chunk = items[k * shard_size:(k + 1) * shard_size]
-        rows, errors = tokenize_shard(tok, chunk, modality, batch_size, max_elems, windowing=windowing)
-        write_jsonl(out / errors_name(k), errors)
-        write_shard(out / shard_name(k), rows, meta)  # last: its existence marks the shard finished
-        bar.update(len(chunk))
+    t0 = time.perf_counter()
+    for k, done in tokenize_shards(tok, shards, modality, batch_size, max_elems, windowing=windowing, workers=workers):
+        write_jsonl(out / errors_name(k), done.errors)
+        write_shard(out / shard_name(k), done.rows, meta)  # last: its existence marks the shard finished
+        n = len(items[k * shard_size:(k + 1) * shard_size])
+        result.read_now += n
+        result.audio_seconds += done.audio_seconds
+        bar.update(n)
+    result.seconds = time.perf_counter() - t0
     bar.close()
     if all((out / shard_name(k)).exists() for k in range(n_shards)):
         verify_shard_ids(out, items, shard_size, n_shards)
