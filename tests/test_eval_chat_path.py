@@ -24,9 +24,11 @@ def _one_thread(torch_one_thread):
 
 @pytest.fixture(scope="module")
 def model_dir(infer_support, base_tokenizer_dir, image_tok_dir, speech_tok_dir, tmp_path_factory) -> Path:
-    """A random 2-layer Llama on our chat template with the demo image and speech cards."""
+    """A random 2-layer Llama on our chat template with the demo image and speech cards; its
+    exported settings keep speech short and images the best of 2 (chat and eval both read them)."""
     out = tmp_path_factory.mktemp("chat_eval") / "model"
-    return infer_support.make_bundle(out, base_tokenizer_dir, cards={"image": image_tok_dir, "speech": speech_tok_dir})
+    return infer_support.make_bundle(out, base_tokenizer_dir, cards={"image": image_tok_dir, "speech": speech_tok_dir},
+                                     generation={"speech": {"max_new_tokens": 12}, "image": {"best_of": 2}})
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def both_run(model_dir, heldout, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("eval_both")
     assert main(["eval", "--model", str(model_dir), "--data", str(heldout), "--out", str(out / "eval"),
-                 "--tasks", "image_to_text,text_to_image,asr,multi_turn", "--limit", "3", "--sessions", "2",
+                 "--tasks", "image_to_text,text_to_image,asr,multi_turn", "--limit", "2", "--sessions", "1", "--preset", "bundle",
                  "--report", str(out / "report")]) == 0
     return out
 
@@ -82,8 +84,8 @@ def test_both_paths_are_reported_side_by_side(both_run):
     chat = _load(both_run / "eval", "image_to_text.chat")
     assert chat["decoding"]["preset"] == "demo" and chat["decoding"]["template"].startswith("chat")
     m = chat["metrics"]
-    assert m["n"] == 3 and 0.0 <= m["attribute_accuracy_ci95_low"] <= m["attribute_accuracy"] <= m["attribute_accuracy_ci95_high"]
-    assert m["asked_modality_rate_n"] == 3 and "asked_modality_rate_ci95_low" in m
+    assert m["n"] == 2 and 0.0 <= m["attribute_accuracy_ci95_low"] <= m["attribute_accuracy"] <= m["attribute_accuracy_ci95_high"]
+    assert m["asked_modality_rate_n"] == 2 and "asked_modality_rate_ci95_low" in m
     # each chat item says what the user asked and what came back
     for ex in chat["examples"]:
         assert ex["question"] and ex["reply_modality"] in ("text", "image", "speech", "none") and ex["asked"] == "text"
@@ -124,7 +126,7 @@ def test_the_chat_path_follows_chats_preset_and_template(model_dir, heldout, tmp
     from anygpt.inference import settings
 
     def run(name: str) -> dict:
-        cfg = EvalConfig(data=heldout, out=tmp_path / name, tasks=["image_to_text"], limit=2, path="both")
+        cfg = EvalConfig(data=heldout, out=tmp_path / name, tasks=["image_to_text"], limit=1, path="both")
         return run_eval(cfg, model_dir=model_dir)
 
     base = run("base")

@@ -13,11 +13,16 @@ tts             text → speech     WER of an ASR over the generated speech (the
 music_to_text   music → text      instrument (and tempo) accuracy from the caption, BLEU-4, CIDEr-D
 text_to_music   text → music      instrument/tempo recovered from the decoded audio by a
                                   :class:`MusicAnalyzer` fitted on the *training* clips
+multi_turn      chat sessions     reply in the asked modality per turn; first- vs later-turn
+                                  caption accuracy (chat path only)
 =============== ================= ===========================================================
 
-Each task writes ``OUT/<task>.json`` (metrics incl. ``n``, decoding settings, seed, split,
-examples, plots, errors) and :func:`run_eval` writes ``OUT/results.json`` (task → metrics,
-decoding settings, seed). Items that fail to load or decode are recorded and skipped; a task that
+Each task runs on ``cfg.path``: ``harness`` (the prompt above, batched, the output modality
+forced), ``chat`` (:mod:`anygpt.eval.chat_path`: the session ``anygpt chat`` runs, one per item,
+the file attached to a natural question, the output not forced) or ``both``. Each run writes
+``OUT/<task>.json`` (harness) or ``OUT/<task>.chat.json`` (metrics incl. ``n``, decoding
+settings, seed, split, examples, plots, errors) and :func:`run_eval` writes ``OUT/results.json``
+(name → task, path, metrics, decoding settings, seed). Items that fail to load or decode are recorded and skipped; a task that
 fails as a whole gets ``"failed": reason`` in its JSON and the other tasks still run.
 
 This module is the driver; the tasks are :mod:`anygpt.eval.tasks`, the steps they share
