@@ -84,6 +84,16 @@ def spans_decades(values: Sequence[float]) -> bool:
     return bool(pos) and len(pos) == len(values) and max(pos) / min(pos) > 10
 
 
+def _log_label(value: float, _pos: object = None) -> str:
+    """Log-axis tick labels 0.5, 1, 2, 5, 10 … (not 5×10⁻¹; other minor ticks unlabelled)."""
+    import math
+
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if mantissa in (1.0, 2.0, 5.0) else ""
+
+
 def loss_curves_png(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, title: str = "training loss") -> Path:
     """One panel per stage and group of series (:func:`loss_panels`), stacked, each with its
     legend outside the axes on the right and a log loss axis where its values span decades."""
@@ -96,7 +106,12 @@ def loss_curves_png(series: Mapping[str, tuple[Sequence[float], Sequence[float]]
             label = name.split(": ", 1)[-1]
             ax.plot(list(x), list(y), label=label, linewidth=1.2, marker="." if len(x) < 60 else None)
         if spans_decades([v for n in names for v in series[n][1]]):
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_yscale("log")
+            plain = FuncFormatter(_log_label)
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         ax.set_title(f"{title}: {panel}", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
