@@ -184,3 +184,12 @@ def test_a_free_reply_that_opens_a_picture_gets_the_picture_settings(model_dir, 
     hook.remove()
     assert reply.output == "image" and [m["modality"] for m in reply.media] == ["image"]
     assert (tmp_path / Path(reply.media[0]["path"]).name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_multi_turn_on_the_harness_path_is_refused_in_one_line(model_dir, heldout, tmp_path):
+    from anygpt.eval.harness import EvalConfig, run_eval
+
+    with pytest.raises(ValueError, match="multi_turn runs on the chat path only"):
+        run_eval(EvalConfig(data=heldout, out=tmp_path, tasks=["multi_turn"], path="harness"), model_dir=model_dir)
+    with pytest.raises(ValueError, match="unknown evaluation path 'user'"):
+        run_eval(EvalConfig(data=heldout, out=tmp_path, tasks=["asr"], path="user"), model_dir=model_dir)

@@ -1,4 +1,4 @@
-"""The six evaluation tasks behind ``anygpt eval`` (table in :mod:`anygpt.eval.harness`): each
+"""The evaluation tasks behind ``anygpt eval`` (table in :mod:`anygpt.eval.harness`): each
 takes the run's :class:`~anygpt.eval.steps.TaskContext` and the held-out items and returns its
 metrics, examples and plot files, on the path ``ctx.path`` names: ``harness`` (the evaluation's
 own prompt, batched, output modality forced) or ``chat`` (:mod:`anygpt.eval.chat_path`: the chat
@@ -11,11 +11,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.eval import chat_path, plots
 from anygpt.eval import metrics as M
-from anygpt.eval import plots
 from anygpt.eval.evalset import EvalItem, EvalSet
 from anygpt.eval.judges import clap_score, clip_score, external_asr
-from anygpt.eval import chat_path
 from anygpt.eval.steps import (
     IMAGE_KEYS, MUSIC_KEYS, NOT_SCORED, WER_NOTE, TaskContext, decode, encode, load_media_items, not_scored, to_media,
     to_text, vocabularies, write_samples,
