@@ -138,7 +138,7 @@ def test_targets_are_judged_on_the_chat_path_and_misses_cite_its_confusions(tmp_
     write_report(tmp_path / "r", ed)
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| `image_to_text.attribute_accuracy` | 0.9700 (0.85–0.99) | 0.4000 (0.22–0.61) | 20 / 20 | >= 0.9 | FAIL (chat) |" in md
-    assert "| `multi_turn.asked_modality_rate` | not run | 0.5000 (0.24–0.76) | – / 2 | >= 0.95 | FAIL (chat) |" in md
+    assert "| `multi_turn.asked_modality_rate` | not run | 0.5000 (0.24–0.76) | – / 10 | >= 0.95 | FAIL (chat) |" in md  # n: its turns
     missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]
     assert "- `image_to_text.attribute_accuracy`: [chat path] colour confusions red→orange ×7, blue→none ×2" in missed
     assert "i1: reply: asked text, got speech" in missed

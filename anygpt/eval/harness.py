@@ -159,7 +159,8 @@ def run_eval(cfg: EvalConfig, bundle: Any = None, model_dir: str | os.PathLike |
             if "failed" in results[key]:
                 say(f"eval {key}: FAILED ({results[key]['failed']})")
             else:
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in results[key]["metrics"].items() if "_ci95_" not in k}
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in results[key]["metrics"].items()
+                         if "_ci95_" not in k and isinstance(v, (int, float))}
                 say(f"eval {key}: {shown}")
     summary = {t: {k: r[k] for k in ("task", "path", "metrics", "n", "decoding", "seed", "split", "failed") if k in r}
                for t, r in results.items()}

@@ -75,7 +75,9 @@ def loss_panels(names: Sequence[str]) -> dict[str, list[str]]:
         key = rest.split(" ", 1)[-1]
         group = next((g.rstrip("/") for g in LOSS_GROUPS if key.startswith(g)), "loss")
         panels.setdefault(f"{stage}: {group}" if stage else group, []).append(name)
-    return panels
+    stages = list(dict.fromkeys(p.rpartition(": ")[0] for p in panels))
+    groups = ["loss", *(g.rstrip("/") for g in LOSS_GROUPS)]
+    return {p: panels[p] for st in stages for g in groups for p in [f"{st}: {g}" if st else g] if p in panels}
 
 
 def spans_decades(values: Sequence[float]) -> bool:

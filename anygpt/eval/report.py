@@ -140,9 +140,9 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
     names = []
     for task, paths in by_task.items():
         for r in paths.values():
+            # counts (ints: n, *_n, n_with_reference) are the n column's, not rows of their own
             names += [f"{task}.{k}" for k, v in (r.get("metrics") or {}).items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n" and "_ci95_" not in k
-                      and not k.endswith("_n") and f"{task}.{k}" not in names]
+                      if isinstance(v, float) and "_ci95_" not in k and f"{task}.{k}" not in names]
     order = [*HEADLINE, *sorted(k for k in names if k not in HEADLINE)]
     rows = []
     for key in order:
@@ -151,7 +151,8 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
             continue
         paths = by_task.get(task, {})
         cells = [_cell((paths.get(p) or {}).get("metrics") or {}, metric) if p in paths else "not run" for p in COLUMNS]
-        ns = " / ".join(str((paths.get(p) or {}).get("n", "–")) if p in paths else "–" for p in COLUMNS)
+        ns = " / ".join(str(((paths[p].get("metrics") or {}).get(f"{metric}_n", paths[p].get("n", "–")))) if p in paths else "–"
+                        for p in COLUMNS)
         path, judged = judged_result(task, results)
         value = (judged.get("metrics") or {}).get(metric) if judged else None
         status = target_status(key, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
