@@ -116,7 +116,7 @@ def test_eval_cli_end_to_end_writes_every_task(tiny_bundle_dir, corpus_dir, tmp_
     log = tmp_path / "metrics.jsonl"
     log.write_text("".join(json.dumps({"step": s, "split": "train", "loss": 5.0 / s}) + "\n" for s in (1, 2, 3)))
     rc = main(["eval", "--model", str(tiny_bundle_dir), "--data", str(corpus_dir), "--out", str(out), "--seed", "3",
-               "--batch-size", "2", "--preset", "bundle", "--report", str(tmp_path / "report"), "--train-log", f"sft={log}"])
+               "--batch-size", "2", "--preset", "bundle", "--path", "harness", "--report", str(tmp_path / "report"), "--train-log", f"sft={log}"])
     assert rc == 0
     assert {"report.md", "report.html", "metrics.json", "loss_curves.png"} <= {p.name for p in (tmp_path / "report").iterdir()}
     results = json.loads((out / "results.json").read_text())
@@ -153,7 +153,8 @@ def test_same_seed_gives_same_results(tiny_bundle_dir, corpus_dir, tmp_path):
 
     runs = []
     for name in ("a", "b"):
-        cfg = EvalConfig(data=corpus_dir, out=tmp_path / name, tasks=["text_to_image", "image_to_text"], seed=7, limit=2)
+        cfg = EvalConfig(data=corpus_dir, out=tmp_path / name, tasks=["text_to_image", "image_to_text"], seed=7, limit=2,
+                         path="harness")
         res = run_eval(cfg, model_dir=tiny_bundle_dir, progress=None)
         runs.append({t: (r["metrics"], [e.get("output", e.get("recovered")) for e in r["examples"]]) for t, r in res.items()})
     assert runs[0] == runs[1]
@@ -175,7 +176,7 @@ def test_a_failing_task_is_recorded_and_the_others_still_run(tiny_bundle_dir, co
             raise RuntimeError("image head exploded")
         return generate_batch(bundle, prompts, output_modality, settings, requests=requests)
 
-    cfg = EvalConfig(data=corpus_dir, out=tmp_path, tasks=["text_to_image", "image_to_text"], limit=1)
+    cfg = EvalConfig(data=corpus_dir, out=tmp_path, tasks=["text_to_image", "image_to_text"], limit=1, path="harness")
     res = run_eval(cfg, model_dir=tiny_bundle_dir, generator=flaky, progress=None)
     assert "image head exploded" in res["text_to_image"]["failed"] and res["text_to_image"]["n"] == 0
     assert "failed" not in res["image_to_text"] and res["image_to_text"]["n"] == 1
@@ -248,7 +249,7 @@ def _tiny_whisper(d: Path) -> Path:
 def test_optional_clip_and_whisper_models_add_their_scores(tiny_bundle_dir, corpus_dir, tmp_path):
     from anygpt.eval.harness import EvalConfig, run_eval
 
-    cfg = EvalConfig(data=corpus_dir, out=tmp_path / "e", tasks=["text_to_image", "tts"], limit=2,
+    cfg = EvalConfig(data=corpus_dir, out=tmp_path / "e", tasks=["text_to_image", "tts"], limit=2, path="harness",
                      clip_model=_tiny_clip(tmp_path / "clip"), asr_model=_tiny_whisper(tmp_path / "whisper"))
     res = run_eval(cfg, model_dir=tiny_bundle_dir, progress=None)
     assert "failed" not in res["text_to_image"] and "failed" not in res["tts"], (res["text_to_image"].get("failed"), res["tts"].get("failed"))
@@ -319,7 +320,7 @@ def test_user_data_without_attributes_is_not_scored_but_read_back(tiny_bundle_di
 
     out = tmp_path / "eval"
     rc = main(["eval", "--model", str(tiny_bundle_dir), "--data", str(user_corpus_dir), "--out", str(out), "--preset", "greedy",
-               "--batch-size", "4", "--clap-model", str(_tiny_clap(tmp_path / "clap"))])
+               "--path", "harness", "--batch-size", "4", "--clap-model", str(_tiny_clap(tmp_path / "clap"))])
     assert rc == 0
     res = {t: json.loads((out / f"{t}.json").read_text()) for t in ("image_to_text", "text_to_image", "asr", "tts", "music_to_text", "text_to_music")}
     for task, r in res.items():
@@ -350,7 +351,8 @@ def test_nothing_to_compare_is_never_a_number(tiny_bundle_dir, tmp_path):
     (tmp_path / "image").mkdir()
     Image.new("RGB", (20, 20), "white").save(tmp_path / "a.png")
     (tmp_path / "image" / "test.jsonl").write_text(json.dumps({"id": "a", "path": "../a.png", "text": ""}) + "\n")
-    res = run_eval(EvalConfig(data=tmp_path, out=tmp_path / "e", tasks=["asr", "tts", "image_to_text"], preset="greedy"),
+    res = run_eval(EvalConfig(data=tmp_path, out=tmp_path / "e", tasks=["asr", "tts", "image_to_text"], preset="greedy",
+                              path="harness"),
                    model_dir=tiny_bundle_dir, progress=None)
     assert "wer" not in res["asr"]["metrics"] and res["asr"]["metrics"]["not_scored"]["wer"] == "no utterance loaded"
     assert "wer" not in res["tts"]["metrics"] and any("missing.wav" in e for e in res["asr"]["errors"])

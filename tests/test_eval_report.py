@@ -44,9 +44,11 @@ def _eval_dir(d: Path) -> Path:
 
 
 def test_target_status_and_flat_keys():
-    assert set(TARGETS) == {"image_to_text.attribute_accuracy", "text_to_image.attribute_accuracy", "asr.wer", "music_to_text.instrument_accuracy"}
+    assert set(TARGETS) == {"image_to_text.attribute_accuracy", "text_to_image.attribute_accuracy", "asr.wer",
+                            "music_to_text.instrument_accuracy", "multi_turn.asked_modality_rate",
+                            "multi_turn.later_caption_attribute_accuracy"}
     assert target_status("asr.wer", 0.1) == "pass" and target_status("asr.wer", 0.11) == "FAIL"
-    assert target_status("image_to_text.attribute_accuracy", 0.949) == "FAIL" and target_status("tts.wer", 0.9) == "–"
+    assert target_status("image_to_text.attribute_accuracy", 0.899) == "FAIL" and target_status("tts.wer", 0.9) == "–"
     assert target_status("asr.wer", None) == "n/a"
     flat = flat_metrics({"asr": {"metrics": {"wer": 0.2, "n": 3, "asr": "own"}, "n": 3}})
     assert flat == {"asr.wer": 0.2, "asr.n": 3}
@@ -83,15 +85,16 @@ def test_report_writes_metrics_markdown_html_and_copies_media(tmp_path):
     md = (rd / "report.md").read_text()
     for section in ("## Metrics", "## Run", "## Decoding settings", "## Training loss", "## Samples", "## Plots", "## Chat with the model"):
         assert section in md, section
-    assert "| `image_to_text.attribute_accuracy` | 0.9700 (0.85–0.99) | 20 | >= 0.95 | pass |" in md
+    assert "| `image_to_text.attribute_accuracy` | 0.9700 (0.85–0.99) | not run | 20 / – | >= 0.9 | pass (harness) |" in md
     assert "_ci95_" not in md.split("## Run")[0]  # intervals sit beside their metric, not as rows of their own
-    assert "| `text_to_image.attribute_accuracy` | 0.7000 | 20 | >= 0.75 | FAIL |" in md
-    assert "| `music_to_text.instrument_accuracy` | 0.5000 | 8 | >= 0.8 | FAIL |" in md
+    assert "| `text_to_image.attribute_accuracy` | 0.7000 (no interval) | not run | 20 / – | >= 0.75 | FAIL (harness) |" in md
+    assert "| `music_to_text.instrument_accuracy` | 0.5000 (no interval) | not run | 8 / – | >= 0.8 | FAIL (harness) |" in md
+    assert "| `multi_turn.asked_modality_rate` | not run | not run | – / – | >= 0.95 | n/a |" in md
     missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]  # each missed target, and only those
     # computed from the run: the task's per-part accuracies and its wrong examples, no fixed prose
-    assert "- `text_to_image.attribute_accuracy`: colour_accuracy 1.00, shape_accuracy 0.70; 1 of 2 recorded examples wrong " \
-           "(x2: shape=square, want circle)" in missed
-    assert "- `music_to_text.instrument_accuracy`: no per-part scores or wrong examples recorded" in missed
+    assert "- `text_to_image.attribute_accuracy`: [harness path] colour_accuracy 1.00, shape_accuracy 0.70; 1 of 2 recorded " \
+           "examples wrong (x2: shape=square, want circle)" in missed
+    assert "- `music_to_text.instrument_accuracy`: [harness path] no per-part scores or wrong examples recorded" in missed
     assert "image_to_text" not in missed
     assert (rd / "loss_curves.png").read_bytes()[:4] == b"\x89PNG" and out["loss_curves"] == rd / "loss_curves.png"
     page = (rd / "report.html").read_text()
@@ -109,4 +112,47 @@ def test_a_missed_wer_target_lists_the_worst_recorded_utterances():
         {"id": "a", "reference": "hi", "output": "hi", "wer": 0.0},
         {"id": "b", "reference": "x y", "output": "x", "wer": 0.5},
         {"id": "c", "reference": "z", "output": "", "wer": 1.0}]}}
-    assert missed_detail("asr.wer", res) == "2 of 3 recorded examples wrong (c: WER 1.00: '' for 'z'; b: WER 0.50: 'x' for 'x y')"
+    assert missed_detail("asr.wer", res) == "[harness path] 2 of 3 recorded examples wrong (c: WER 1.00: '' for 'z'; b: WER 0.50: 'x' for 'x y')"
+
+
+def test_targets_are_judged_on_the_chat_path_and_misses_cite_its_confusions(tmp_path):
+    """With a chat-path result beside the harness's, the table shows both with their intervals, the
+    target is judged on the chat path, and the miss is explained from the chat run's own confusions
+    and turns."""
+    ed = _eval_dir(tmp_path / "eval")
+    dec = {"output_modality": "text", "preset": "demo"}
+    chat = {"task": "image_to_text", "path": "chat", "n": 20, "decoding": dec, "seed": 5, "errors": [], "notes": [], "plots": [],
+            "metrics": {"n": 20, "attribute_accuracy": 0.4, "attribute_accuracy_ci95_low": 0.22, "attribute_accuracy_ci95_high": 0.61,
+                        "confusions": {"colour": [["red", "orange", 7], ["blue", "none", 2]], "shape": []}},
+            "examples": [{"id": "i1", "question": "What is in this picture?", "asked": "text", "reply_modality": "speech",
+                          "reply": "", "output": "", "attributes": {"colour": "blue"}, "recovered": {"colour": None}}]}
+    multi = {"task": "multi_turn", "path": "chat", "n": 2, "decoding": dec, "seed": 5, "errors": [], "notes": [], "plots": [],
+             "metrics": {"n": 2, "asked_modality_rate": 0.5, "asked_modality_rate_n": 10, "asked_modality_rate_ci95_low": 0.24,
+                         "asked_modality_rate_ci95_high": 0.76, "later_caption_speech_rate": 1.0},
+             "examples": [{"id": "p0", "turns": [{"kind": "caption_again", "asked": "text", "reply_modality": "speech", "reply": ""}]}]}
+    summary = json.loads((ed / "results.json").read_text())
+    for key, r in (("image_to_text.chat", chat), ("multi_turn", multi)):
+        (ed / f"{key}.json").write_text(json.dumps(r))
+        summary[key] = {k: r[k] for k in ("task", "path", "metrics", "n", "decoding", "seed")}
+    (ed / "results.json").write_text(json.dumps(summary))
+    write_report(tmp_path / "r", ed)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| `image_to_text.attribute_accuracy` | 0.9700 (0.85–0.99) | 0.4000 (0.22–0.61) | 20 / 20 | >= 0.9 | FAIL (chat) |" in md
+    assert "| `multi_turn.asked_modality_rate` | not run | 0.5000 (0.24–0.76) | – / 10 | >= 0.95 | FAIL (chat) |" in md  # n: its turns
+    missed = md.split("## Targets not reached", 1)[1].split("\n## ", 1)[0]
+    assert "- `image_to_text.attribute_accuracy`: [chat path] colour confusions red→orange ×7, blue→none ×2" in missed
+    assert "i1: reply: asked text, got speech" in missed
+    assert "later_caption_speech_rate 1.00" in missed and "p0: caption_again: asked text, got speech" in missed
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["image_to_text.chat.attribute_accuracy"] == 0.4
+
+
+def test_loss_figure_has_a_panel_per_stage_and_group_with_a_log_axis_where_losses_span_decades():
+    from anygpt.eval.plots import loss_panels, spans_decades
+
+    names = ["pretrain: loss", "pretrain: val loss", "pretrain: modality/image", "pretrain: modality/speech",
+             "pretrain: direction/x2t", "sft: loss", "sft: dataset/conversations"]
+    assert loss_panels(names) == {"pretrain: loss": ["pretrain: loss", "pretrain: val loss"],
+                                  "pretrain: modality": ["pretrain: modality/image", "pretrain: modality/speech"],
+                                  "pretrain: direction": ["pretrain: direction/x2t"], "sft: loss": ["sft: loss"],
+                                  "sft: dataset": ["sft: dataset/conversations"]}
+    assert spans_decades([9.0, 2.0, 0.5]) and not spans_decades([9.0, 2.0, 1.0]) and not spans_decades([5.0, 0.0, 0.01])

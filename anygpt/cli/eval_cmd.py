@@ -1,6 +1,10 @@
 """Evaluate a model bundle on held-out data: one JSON per task, results.json and plots.
 
-Tasks: image_to_text, text_to_image, asr, tts, music_to_text, text_to_music (default: all).
+Tasks: image_to_text, text_to_image, asr, tts, music_to_text, text_to_music, multi_turn (default: all).
+Each task runs on the evaluation's own prompt (the harness) and through the chat session a user
+talks to (`anygpt chat`'s template and default preset, the item's file attached to a natural
+question, one fresh session per item), reported side by side (--path both, the default);
+multi_turn runs scripted multi-turn chat sessions (chat path only).
 The data directory holds per-modality manifests (``<modality>/test.jsonl`` or the other layouts
 anygpt.eval.evalset lists) with lines ``{"id", "path", "text", "attributes"}`` (docs/eval-manifests.md):
 ``text`` is the reference caption / transcript / request; ``attributes`` is optional and only the
@@ -12,6 +16,7 @@ text→music are scored by the model's own read-back (and CLIP / CLAP when given
 Examples:
   anygpt eval --model runs/demo/model --data runs/demo/corpus --out runs/demo/eval
   anygpt eval --model M --data D --out E --tasks asr,tts --limit 50 --seed 1
+  anygpt eval --model M --data D --out E --tasks image_to_text,multi_turn --path chat --chat-preset default
   anygpt eval --model M --data D --out E --tasks text_to_image --preset sample --clip-model ~/models/clip
   anygpt eval --model M --data D --out E --tasks tts --asr-model ~/models/whisper-tiny
   anygpt eval --model M --data D --out E --tasks text_to_music --clap-model ~/models/clap-htsat-unfused
@@ -35,7 +40,8 @@ from pathlib import Path
 
 from anygpt.cli import CLIError
 from anygpt.eval.generation import preset_names
-from anygpt.eval.harness import TASK_NAMES, EvalConfig, parse_tasks, run_eval
+from anygpt.eval.harness import PATHS, TASK_NAMES, EvalConfig, parse_tasks, run_eval
+from anygpt.inference.settings import PRESETS
 
 HELP = "metrics on a held-out set, written as JSON plus plots"
 
@@ -50,6 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decoding preset (anygpt/inference/settings.py): default (text 3 beams, images best of 8 "
                         "sampled, music sampled, speech greedy), greedy, sample, demo, reference, paper, or bundle "
                         "(the model's exported settings over default)")
+    p.add_argument("--path", default="both", choices=PATHS,
+                   help="how items are asked: harness (the evaluation's own prompt, output modality forced, batched), "
+                        "chat (the session `anygpt chat` runs: its template and default preset, the file attached to "
+                        "a natural question, one fresh session per item, output not forced) or both (default; "
+                        "the report shows both columns)")
+    p.add_argument("--chat-preset", default=None, choices=sorted(PRESETS),
+                   help="the chat path's preset (default: the one `anygpt chat` uses for this model)")
+    p.add_argument("--sessions", type=int, default=30,
+                   help="multi_turn: scripted chat sessions over held-out pictures (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed for instruction phrasing and sampling (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (default 8)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")
@@ -82,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = parse_tasks(args.tasks)
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: --data must be a directory")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+    for flag in ("limit", "sessions"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1")
     for flag, path in (("--asr-model", args.asr_model), ("--clip-model", args.clip_model), ("--clap-model", args.clap_model)):
         if path is not None and not Path(path).is_dir():
             raise FileNotFoundError(f"{path}: {flag} must be a local model directory (nothing is downloaded)")
@@ -93,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = EvalConfig(data=Path(args.data), out=Path(args.out), tasks=tasks, limit=args.limit, preset=args.preset,
                      seed=args.seed, batch_size=args.batch_size, asr_model=args.asr_model, clip_model=args.clip_model,
-                     clap_model=args.clap_model)
+                     clap_model=args.clap_model, path=args.path, chat_preset=args.chat_preset, sessions=args.sessions)
     t0 = time.time()
     results = run_eval(cfg, model_dir=args.model)
     seconds = round(time.time() - t0, 1)
@@ -104,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         logs = dict(_stage_log(v, i) for i, v in enumerate(args.train_log))
         written = write_report(args.report, args.out, train_log=logs or None,
                                run_info={"model": str(args.model), "data": str(args.data), "seed": args.seed, "preset": args.preset,
-                                         "eval seconds": seconds})
+                                         "path": args.path, "eval seconds": seconds})
         print(f"wrote {written['html']}")
     failed = {t: r["failed"] for t, r in results.items() if "failed" in r}
     if failed:

@@ -20,7 +20,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from typing import Hashable, Iterable, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import jiwer
 import numpy as np
@@ -131,6 +131,18 @@ def wer_interval(references: Sequence[str], hypotheses: Sequence[str], numbers_a
     return ratio_interval([_edits(r, h) for r, h in zip(refs, hyps)], n_words, resamples, seed)
 
 
+def resampled_interval(statistic: Callable[[Sequence[int]], float], n_items: int, resamples: int = 500,
+                       seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of a corpus statistic (BLEU-4…) that is not a mean over
+    items: ``statistic(indices)`` is recomputed on ``resamples`` draws of the items with replacement."""
+    if n_items < 2:
+        v = float(statistic(list(range(n_items)))) if n_items else 0.0
+        return (v, v)
+    rng = np.random.default_rng(seed)
+    vals = [float(statistic(rng.integers(0, n_items, n_items).tolist())) for _ in range(resamples)]
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)))
+
+
 def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     """95 % Wilson score interval of an accuracy measured on ``n`` items."""
     if n <= 0:
@@ -140,13 +152,22 @@ def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
 
 
 def with_intervals(metrics: dict[str, float]) -> dict[str, float]:
-    """``metrics`` plus ``<key>_ci95_low`` / ``_high`` for every ``*accuracy`` key (Wilson, over
-    ``n``; a ``*_match_accuracy`` over its own ``*_n`` pairs)."""
+    """``metrics`` plus ``<key>_ci95_low`` / ``_high`` for every ``*accuracy`` and ``*_rate`` key
+    (Wilson), over the key's own count ``<key>_n`` where the task gives one (a
+    ``*_match_accuracy`` over ``*_n``), else over ``n``. Intervals already given are kept."""
     out = dict(metrics)
     for k, v in metrics.items():
-        if k.endswith("accuracy") and isinstance(v, (int, float)):
-            n = metrics.get(k.replace("_match_accuracy", "_n"), metrics.get("n", 0)) if "_match_accuracy" in k else metrics.get("n", 0)
-            out[f"{k}_ci95_low"], out[f"{k}_ci95_high"] = accuracy_interval(float(v), int(n))
+        if not (k.endswith(("accuracy", "_rate")) and isinstance(v, (int, float)) and not isinstance(v, bool)):
+            continue
+        if f"{k}_ci95_low" in metrics:
+            continue
+        if f"{k}_n" in metrics:
+            n = metrics[f"{k}_n"]
+        elif "_match_accuracy" in k:
+            n = metrics.get(k.replace("_match_accuracy", "_n"), metrics.get("n", 0))
+        else:
+            n = metrics.get("n", 0)
+        out[f"{k}_ci95_low"], out[f"{k}_ci95_high"] = accuracy_interval(float(v), int(n))
     return out
 
 

@@ -62,16 +62,63 @@ def histogram_png(values: Sequence[float], path: str | os.PathLike, title: str, 
     return _save(fig, path)
 
 
+LOSS_GROUPS = ("modality/", "direction/", "dataset/")  # the trainer's per-group keys, one panel each
+
+
+def loss_panels(names: Sequence[str]) -> dict[str, list[str]]:
+    """Series names (``[stage: ][split ]key``) grouped into panels, in order: per stage, the
+    overall loss (train and validation) and one panel per kind of per-group key."""
+    panels: dict[str, list[str]] = {}
+    for name in names:
+        stage, sep, rest = name.partition(": ")
+        stage, rest = (stage, rest) if sep else ("", name)
+        key = rest.split(" ", 1)[-1]
+        group = next((g.rstrip("/") for g in LOSS_GROUPS if key.startswith(g)), "loss")
+        panels.setdefault(f"{stage}: {group}" if stage else group, []).append(name)
+    stages = list(dict.fromkeys(p.rpartition(": ")[0] for p in panels))
+    groups = ["loss", *(g.rstrip("/") for g in LOSS_GROUPS)]
+    return {p: panels[p] for st in stages for g in groups for p in [f"{st}: {g}" if st else g] if p in panels}
+
+
+def spans_decades(values: Sequence[float]) -> bool:
+    """True when positive ``values`` span more than a factor of ten (a log axis reads them)."""
+    pos = [v for v in values if v > 0]
+    return bool(pos) and len(pos) == len(values) and max(pos) / min(pos) > 10
+
+
+def _log_label(value: float, _pos: object = None) -> str:
+    """Log-axis tick labels 0.5, 1, 2, 5, 10 … (not 5×10⁻¹; other minor ticks unlabelled)."""
+    import math
+
+    if value <= 0:
+        return ""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if mantissa in (1.0, 2.0, 5.0) else ""
+
+
 def loss_curves_png(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, title: str = "training loss") -> Path:
-    """One line per named series of ``(steps, values)``."""
+    """One panel per stage and group of series (:func:`loss_panels`), stacked, each with its
+    legend outside the axes on the right and a log loss axis where its values span decades."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, (x, y) in series.items():
-        ax.plot(list(x), list(y), label=name, linewidth=1.2, marker="." if len(x) < 60 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    if series:
-        ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    panels = loss_panels(list(series)) or {"loss": []}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 2.4 * len(panels)), squeeze=False)
+    for ax, (panel, names) in zip(axes[:, 0], panels.items()):
+        for name in names:
+            x, y = series[name]
+            label = name.split(": ", 1)[-1]
+            ax.plot(list(x), list(y), label=label, linewidth=1.2, marker="." if len(x) < 60 else None)
+        if spans_decades([v for n in names for v in series[n][1]]):
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            plain = FuncFormatter(_log_label)
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+        ax.set_title(f"{title}: {panel}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
     return _save(fig, path)

@@ -7,8 +7,13 @@ one file per stage as ``{"pretrain": path, "sft": path}``), and run facts (seeds
 seconds, model path…). The HTML needs nothing outside the report folder: plots, sample media and
 the loss curves are copied in and referenced by relative paths.
 
-``metrics.json`` is flat: ``<task>.<metric>`` for every numeric metric (``asr.wer``, ``asr.n``,
-``image_to_text.attribute_accuracy``…) plus ``run.seconds`` and ``run.seed``.
+``metrics.json`` is flat: ``<task>.<metric>`` for every numeric metric on the harness path
+(``asr.wer``, ``asr.n``, ``image_to_text.attribute_accuracy``…), ``<task>.chat.<metric>`` on the chat
+path (``image_to_text.chat.attribute_accuracy``), ``multi_turn.<metric>`` for the multi-turn
+sessions, each ``…_ci95_low`` / ``…_ci95_high`` beside its value, plus ``run.seconds`` and
+``run.seed``. The report's metric table shows the two paths side by side, every number with its
+interval; a missed target is explained only from its run (other scores, confusions over every
+item, the worst recorded examples or turns).
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ from anygpt.eval import plots
 from anygpt.eval.harness import RESULTS_FILE, TASK_IO, TASK_NAMES
 from anygpt.utils import atomic_write_text, read_jsonl, safe_name
 
-# the demo run's targets: key → (comparison, threshold); what past runs showed when one was missed is in
-# docs/experiments.md, the report shows only what its own run computed
+# the demo run's targets (issue 16's, on the widened held-out data): key → (comparison, threshold); judged on
+# the chat path (what a user gets) when the run measured it, else on the harness's prompt. The report
+# explains a miss only with what its own run computed.
 TARGETS: dict[str, tuple[str, float]] = {
-    "image_to_text.attribute_accuracy": (">=", 0.95),
+    "image_to_text.attribute_accuracy": (">=", 0.90),
     "text_to_image.attribute_accuracy": (">=", 0.75),
     "asr.wer": ("<=", 0.10),
     "music_to_text.instrument_accuracy": (">=", 0.80),
+    "multi_turn.asked_modality_rate": (">=", 0.95),
+    "multi_turn.later_caption_attribute_accuracy": (">=", 0.90),
 }
 # reported beside the targets even without one
-HEADLINE = (*TARGETS, "tts.wer", "text_to_music.instrument_accuracy")
+HEADLINE = (*TARGETS, "multi_turn.first_caption_attribute_accuracy", "multi_turn.later_caption_speech_rate",
+            "tts.wer", "text_to_music.instrument_accuracy")
 METRICS_FILE = "metrics.json"
+COLUMNS = ("harness", "chat")
 
 
 def flat_metrics(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float | int]:
@@ -61,8 +71,11 @@ def target_status(key: str, value: float | None) -> str:
 
 
 def _wrong(example: Mapping[str, Any]) -> tuple[float, str] | None:
-    """``(how wrong, how)`` for one recorded example (``colour=blue, want red`` / ``WER 0.50: …``),
-    or None when it is right."""
+    """``(how wrong, how)`` for one recorded example or chat turn (``colour=blue, want red`` /
+    ``WER 0.50: …`` / ``asked text, got speech``), or None when it is right."""
+    asked, came = example.get("asked"), example.get("reply_modality")
+    if asked and came and asked != came:
+        return 2.0, f"{example.get('kind', 'reply')}: asked {asked}, got {came}"
     want, got = example.get("attributes") or {}, example.get("recovered") or {}
     bad = [f"{k}={got.get(k)}, want {v}" for k, v in want.items() if k in got and str(got.get(k)).lower() != str(v).lower()]
     if bad:
@@ -73,21 +86,79 @@ def _wrong(example: Mapping[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+def judged_result(task: str, results: Mapping[str, Mapping[str, Any]]) -> tuple[str, Mapping[str, Any]]:
+    """``(path, result)`` a target of ``task`` is judged on: the chat path's when it ran."""
+    for key in (f"{task}.chat", task):
+        r = results.get(key)
+        if r and "failed" not in r and (r.get("path", "harness") == "chat" or key == task):
+            return r.get("path", "harness"), r
+    return "harness", results.get(task) or {}
+
+
 def missed_detail(key: str, results: Mapping[str, Mapping[str, Any]], n_items: int = 3) -> str:
-    """What the run itself shows about a missed target ``key``: the task's other accuracies and
-    the worst of its recorded examples (nothing that the run did not compute)."""
+    """What the run itself shows about a missed target ``key`` on the path it was judged on: the
+    task's other accuracies and rates, its most frequent confusions over every item, and the worst
+    of its recorded examples (nothing that the run did not compute)."""
     task, metric = key.split(".", 1)
-    r = results.get(task) or {}
+    path, r = judged_result(task, results)
     m = r.get("metrics") or {}
-    parts = [f"{k} {v:.2f}" for k, v in sorted(m.items()) if k.endswith("_accuracy") and k != metric
+    parts = [f"{k} {v:.2f}" for k, v in sorted(m.items()) if k.endswith(("_accuracy", "_rate")) and k != metric
              and not k.startswith(("read_back", "analyser")) and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for attr, rows in sorted((m.get("confusions") or {}).items()):
+        if rows:
+            parts.append(f"{attr} confusions " + ", ".join(f"{a}→{b} ×{c}" for a, b, c in rows[:3]))
     examples = r.get("examples", [])
-    wrong = sorted(((w[0], str(ex.get("id")), w[1]) for ex in examples for w in [_wrong(ex)] if w), key=lambda t: -t[0])
-    text = ", ".join(parts)
+    turns = [dict(t, id=ex.get("id")) for ex in examples for t in ex.get("turns", [])] or examples
+    wrong = sorted(((w[0], str(ex.get("id")), w[1]) for ex in turns for w in [_wrong(ex)] if w), key=lambda t: -t[0])
+    text = f"[{path} path] " + ", ".join(parts)
     if wrong:
         shown = "; ".join(f"{i}: {why}" for _, i, why in wrong[:n_items])
-        text += f"{'; ' if text else ''}{len(wrong)} of {len(examples)} recorded examples wrong ({shown})"
-    return text or "no per-part scores or wrong examples recorded"
+        text += f"{'; ' if parts else ''}{len(wrong)} of {len(turns)} recorded {'turns' if turns is not examples else 'examples'} wrong ({shown})"
+    return text if parts or wrong else f"[{path} path] no per-part scores or wrong examples recorded"
+
+
+def _cell(metrics: Mapping[str, Any], metric: str) -> str:
+    """One table cell: the value and its interval, or why there is none."""
+    v = metrics.get(metric)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        why = (metrics.get("not_scored") or {}).get(metric)
+        return f"not scored: {why}" if why else "–"
+    lo, hi = metrics.get(f"{metric}_ci95_low"), metrics.get(f"{metric}_ci95_high")
+    if isinstance(v, int) or metric == "n":
+        return str(v)
+    return _fmt(v) + (f" ({lo:.2f}–{hi:.2f})" if lo is not None and hi is not None else " (no interval)")
+
+
+def metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str, str, str, str]]:
+    """``(task.metric, harness cell, chat cell, n, target, status)`` per metric: the headline ones
+    first (every target, measured or not), then the rest. Status is judged on the chat path where
+    it ran (``pass (chat)``)."""
+    by_task: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for key, r in results.items():
+        task = r.get("task", key.split(".")[0])
+        by_task.setdefault(task, {})[r.get("path", "chat" if key.endswith(".chat") else "harness")] = r
+    names = []
+    for task, paths in by_task.items():
+        for r in paths.values():
+            # counts (ints: n, *_n, n_with_reference) are the n column's, not rows of their own
+            names += [f"{task}.{k}" for k, v in (r.get("metrics") or {}).items()
+                      if isinstance(v, float) and "_ci95_" not in k and f"{task}.{k}" not in names]
+    order = [*HEADLINE, *sorted(k for k in names if k not in HEADLINE)]
+    rows = []
+    for key in order:
+        task, metric = key.split(".", 1)
+        if key not in names and key not in TARGETS:
+            continue
+        paths = by_task.get(task, {})
+        cells = [_cell((paths.get(p) or {}).get("metrics") or {}, metric) if p in paths else "not run" for p in COLUMNS]
+        ns = " / ".join(str(((paths[p].get("metrics") or {}).get(f"{metric}_n", paths[p].get("n", "–")))) if p in paths else "–"
+                        for p in COLUMNS)
+        path, judged = judged_result(task, results)
+        value = (judged.get("metrics") or {}).get(metric) if judged else None
+        status = target_status(key, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+        tgt = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
+        rows.append((key, *cells, ns, tgt, f"{status} ({path})" if status in ("pass", "FAIL") else status))
+    return rows
 
 
 def load_eval_dir(eval_dir: str | os.PathLike) -> dict[str, dict]:
@@ -232,29 +303,19 @@ def write_report(
             loss_rel = "loss_curves.png"
 
     # ---- metrics table
-    rows = []
-    others = sorted(k for k in flat if k not in HEADLINE and not k.endswith(".n") and not k.startswith("run.") and "_ci95_" not in k)
-    for key in [*HEADLINE, *others]:
-        task = key.split(".")[0]
-        if key not in flat and key not in TARGETS:
-            continue
-        val = flat.get(key)
-        why = ((results.get(task) or {}).get("metrics") or {}).get("not_scored", {}).get(key.split(".", 1)[-1])
-        shown = _fmt(val) if val is not None else (f"not scored: {why}" if why else "not run")
-        if f"{key}_ci95_low" in flat:
-            shown += f" ({flat[f'{key}_ci95_low']:.2f}–{flat[f'{key}_ci95_high']:.2f})"
-        tgt = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
-        rows.append((key, shown, _fmt(flat.get(f"{task}.n", "")), tgt, target_status(key, val)))
-
+    rows = metric_rows(results)
+    # the samples show the chat path's replies where it ran (what a user gets), else the harness's
     # ---- samples
     sample_rows = []  # (task, input text/media, output text/media)
     for task in TASK_NAMES:
-        r = results.get(task)
-        if not r:
+        r = results.get(f"{task}.chat") or results.get(task)
+        if not r or task == "multi_turn":
             continue
         media_in = TASK_IO[task][0] != "text"
         for ex in r.get("examples", [])[:n_samples]:
             out_text = str(ex.get("output", ex.get("own_asr", "")) or "")
+            if ex.get("question"):
+                out_text = f"[chat: {ex['question']!r} → {ex.get('reply_modality')}] {out_text}"
             if ex.get("recovered"):
                 rec = ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in ex["recovered"].items())
                 out_text = f"{out_text} (recovered: {rec})".strip()
@@ -278,9 +339,13 @@ def write_report(
     errors = {t: len(r.get("errors", [])) for t, r in results.items() if r.get("errors")}
 
     # ---- markdown
-    md = [f"# {title}", "", "## Metrics (held-out data)", "", "| metric | value (95 % interval) | n | target | status |", "|---|---|---|---|---|"]
-    md += [f"| `{k}` | {v} | {n} | {t} | {s} |" for k, v, n, t, s in rows]
-    missed = [(k, missed_detail(k, results)) for k, _, _, _, status in rows if status == "FAIL"]
+    md = [f"# {title}", "", "## Metrics (held-out data)", "",
+          "Harness: the evaluation's own prompt, output modality forced. Chat: the session `anygpt chat` runs (its "
+          "template and default preset), the item's file attached to a natural question, output not forced. "
+          "Targets are judged on the chat path where it ran.", "",
+          "| metric | harness (95 % interval) | chat (95 % interval) | n (harness / chat) | target | status |", "|---|---|---|---|---|---|"]
+    md += [f"| `{k}` | {h} | {c} | {n} | {t} | {s} |" for k, h, c, n, t, s in rows]
+    missed = [(k, missed_detail(k, results)) for k, _, _, _, _, status in rows if status.startswith("FAIL")]
     if missed:
         md += ["", "## Targets not reached: what this run shows", ""] + [f"- `{k}`: {why}" for k, why in missed]
     md += ["", "## Run", "", "| what | value |", "|---|---|"]
@@ -308,8 +373,13 @@ def write_report(
          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}.pass{color:#070}.FAIL{color:#b00;font-weight:bold}</style>",
          f"</head><body><h1>{e(title)}</h1>", "<h2>Metrics (held-out data)</h2>",
-         "<table><tr><th>metric</th><th>value (95 % interval)</th><th>n</th><th>target</th><th>status</th></tr>"]
-    h += [f"<tr><td><code>{e(k)}</code></td><td>{e(v)}</td><td>{e(n)}</td><td>{e(t)}</td><td class='{e(s)}'>{e(s)}</td></tr>" for k, v, n, t, s in rows]
+         "<p>Harness: the evaluation's own prompt, output modality forced. Chat: the session <code>anygpt chat</code> runs "
+         "(its template and default preset), the item's file attached to a natural question, output not forced. "
+         "Targets are judged on the chat path where it ran.</p>",
+         "<table><tr><th>metric</th><th>harness (95 % interval)</th><th>chat (95 % interval)</th><th>n (harness / chat)</th>"
+         "<th>target</th><th>status</th></tr>"]
+    h += [f"<tr><td><code>{e(k)}</code></td><td>{e(hv)}</td><td>{e(cv)}</td><td>{e(n)}</td><td>{e(t)}</td>"
+          f"<td class='{e(st.split()[0])}'>{e(st)}</td></tr>" for k, hv, cv, n, t, st in rows]
     h.append("</table>")
     if missed:
         h += ["<h2>Targets not reached: what this run shows</h2><ul>"]

@@ -1,6 +1,7 @@
 """The steps every evaluation task shares: the run's configuration and context, loading and
-encoding held-out media, batched generation with the output modality forced, decoding generated
-codes, and writing sample media. The tasks (:mod:`anygpt.eval.tasks`) are built from these."""
+encoding held-out media, batched generation with the output modality forced (the harness path),
+decoding generated codes, and writing sample media. The tasks (:mod:`anygpt.eval.tasks`) are built
+from these and from the chat path's steps (:mod:`anygpt.eval.chat_path`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from anygpt.data.templates import MediaCodes
+from anygpt.eval import metrics as M
 from anygpt.eval.evalset import EvalItem
 from anygpt.eval.generation import Generator, build_prompt, generated_text, media_codes, task_content
 from anygpt.inference.settings import GenerationSettings
@@ -25,7 +27,10 @@ TASK_IO: dict[str, tuple[str, str]] = {
     "music_to_text": ("music", "text"),
     "text_to_music": ("text", "music"),
 }
+TASK_IO["multi_turn"] = ("image", "text")  # chat path only: sessions over held-out pictures
 TASK_NAMES = tuple(TASK_IO)
+PATHS = ("harness", "chat", "both")  # --path: the evaluation's own prompt, the chat session, or each
+CHAT_ONLY = ("multi_turn",)
 IMAGE_KEYS = ("colour", "shape")
 MUSIC_KEYS = ("instrument", "tempo")
 RESULTS_FILE = "results.json"
@@ -49,6 +54,9 @@ class EvalConfig:
     clip_model: Path | None = None  # local CLIP dir for text→image
     clap_model: Path | None = None  # local CLAP dir for text→music
     music_train_limit: int = 200  # training clips the music analyser is fitted on
+    path: str = "both"  # harness, chat or both (see PATHS)
+    chat_preset: str | None = None  # the chat path's preset; None: chat's own default (what `anygpt chat` uses)
+    sessions: int = 30  # multi_turn: scripted sessions (at most one per held-out picture)
 
 
 @dataclass
@@ -61,13 +69,26 @@ class TaskContext:
     generate: Generator
     generator_name: str
     settings: dict[str, GenerationSettings]
+    path: str = "harness"  # "harness" or "chat": how the tasks ask the model
     rng: random.Random = field(default_factory=random.Random)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    chat_metrics: dict[str, float] = field(default_factory=dict)  # chat path: what the sessions measured
+
+    def name(self, task: str) -> str:
+        """What this run of ``task`` is called in ``results.json``, its JSON and plot files
+        (:func:`result_key`)."""
+        return result_key(task, self.path)
 
     def tokenizer(self, modality: str) -> Any:
         """The bundle's tokenizer for ``modality`` (see :func:`bundle_tokenizer`)."""
         return bundle_tokenizer(self.bundle, modality)
+
+
+def result_key(task: str, path: str) -> str:
+    """A result's name in ``results.json`` (and its file ``OUT/<name>.json``): the task on the
+    harness path and for the chat-only tasks, ``<task>.chat`` for a task's chat-path run."""
+    return f"{task}.chat" if path == "chat" and task not in CHAT_ONLY else task
 
 
 def bundle_tokenizer(bundle: Any, modality: str) -> Any:
@@ -77,6 +98,26 @@ def bundle_tokenizer(bundle: Any, modality: str) -> Any:
         raise ValueError(f"{bundle.path}: the model has no {modality} tokenizer (tokenizers/{modality}/card.yaml is missing); "
                          f"re-export with export.cards='{{\"{modality}\": \"CARD\"}}' or copy the card folder there")
     return t
+
+
+NOT_SCORED = "not_scored"  # metrics key: {metric: why it has no number}
+
+
+def not_scored(metrics: dict, metric: str, reason: str) -> dict:
+    """Record that ``metric`` has no value and why (nothing to compare is never a score)."""
+    metrics.setdefault(NOT_SCORED, {})[metric] = reason
+    return metrics
+
+
+def vocabularies(items: Sequence[EvalItem], keys: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+    """Attribute vocabularies from the values the manifests hold (string values only), with the
+    default aliases (``gray`` for ``grey``…)."""
+    out = {}
+    for k in keys:
+        vals = [it.attributes.get(k) for it in items]
+        if vals and all(isinstance(v, str) for v in vals):
+            out[k] = M.vocabulary_from_values(vals, M.ALIASES.get(k))
+    return out
 
 
 # ---------------------------------------------------------------------------- shared steps
@@ -173,7 +214,7 @@ def write_samples(ctx: TaskContext, task: str, decoded: Sequence[tuple[EvalItem,
     tok = ctx.tokenizer(modality)
     out = {}
     for it, _, media in decoded[: ctx.cfg.n_samples]:
-        rel = Path("samples") / task / f"{safe_name(it.id)}.{ext}"
+        rel = Path("samples") / ctx.name(task) / f"{safe_name(it.id)}.{ext}"
         tok.save_media(media, ctx.cfg.out / rel)  # the modality's own writer: PNG or 16-bit WAV, atomic
         out[it.id] = rel.as_posix()
     return out

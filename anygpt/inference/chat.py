@@ -56,6 +56,8 @@ class Reply:
     media: list[dict[str, str]] = field(default_factory=list)
     raw: str = ""
     notes: list[str] = field(default_factory=list)
+    prompt: list[int] = field(default_factory=list)  # the ids the model was given (not in the transcript)
+    output: str | None = None  # the modality the reply was generated as (None: free text and media)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "media": self.media, "raw": self.raw}
@@ -175,6 +177,9 @@ class ChatSession:
         user = Message("user", list(content))
         # a single-pair template (a base model's pretraining prompt) sees only the current turn
         history = [] if self.bundle.template.name == "anygpt-pretrain" else self.history
+        forces = self.bundle.template.force_start if self.force_start is None else self.force_start
+        if output is None and forces:
+            output = self._chosen_output(history, user)
         settings = resolve_settings(self.preset, output, self.bundle.generation, self.overrides, self.base_model)
         prompt, dropped = self._render_within_context(history, user, output, settings.max_new_tokens)
         streamer = TextCallbackStreamer(self.bundle, on_text) if on_text and settings.num_beams == 1 else None
@@ -185,10 +190,37 @@ class ChatSession:
         [ids] = generate_batch(self.bundle, [prompt], output, settings, streamer=streamer, seed=seed, requests=[request])
         self.turn += 1
         reply = self._render_reply(ids, voice_prompt)
+        reply.prompt, reply.output = list(prompt), output
         if dropped:
             reply.notes.append(f"the {dropped} oldest message(s) were left out of the prompt to fit the model's context")
         self.history += [user, Message("assistant", self._assistant_content(ids))]
         return reply
+
+    def _chosen_output(self, history: list[Message], user: Message) -> str | None:
+        """The modality a free reply is generated as: a media modality when the model's most
+        likely first token (under the reply constraints) opens that modality's span, else None.
+
+        A free reply runs under the text settings, whose length budget (``max_new_tokens``) may be
+        too short for a picture or speech: the constraints would never let a span open that cannot
+        close, so "Draw a red circle." could only get text. Deciding the modality from the first
+        token lets the reply be generated with that modality's own settings (length, sampling,
+        ``best_of``) exactly as with ``output=`` set; the trained replies open a media span first."""
+        import torch
+
+        from anygpt.inference.generation import make_processor
+
+        text = resolve_settings(self.preset, None, self.bundle.generation, self.overrides, self.base_model)
+        prompt, _ = self._render_within_context(history, user, None, text.max_new_tokens)
+        layout = self.bundle.layout
+        starts = {layout.start_id(m): m for m in layout.modality_names if m in self.bundle.tokenizers}
+        if not starts:
+            return None
+        model = self.bundle.model
+        ids = torch.tensor([prompt], dtype=torch.long, device=next(model.parameters()).device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[:, -1].float()
+        scores = make_processor(self.bundle, None)(ids, logits)
+        return starts.get(int(scores.argmax(-1)))
 
     @property
     def context_length(self) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from anygpt.config import parse_assignments
 from anygpt.eval.benchmarks.base import (
     Benchmark, Item, ItemLog, NotScored, ScoreLog, read_wave,
 )
@@ -54,20 +55,17 @@ class BenchmarkConfig:
 
 def parse_decoding(pairs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["text.num_beams=3", "speech.top_p=0.9"]`` → ``{"text": {"num_beams": 3}, ...}`` (values
-    parsed as JSON when they are JSON: numbers, true/false)."""
+    parsed as YAML by :func:`anygpt.config.parse_assignments`: numbers, true/false); a bad item
+    raises one line naming it."""
     known = set(GenerationSettings().to_dict())
     out: dict[str, dict[str, Any]] = {}
     for p in pairs:
-        key, sep, val = p.partition("=")
-        mod, dot, name = key.strip().partition(".")
-        if not sep or not dot or mod not in PAPER or name not in known:
+        [(key, value)] = parse_assignments([p], "--decoding").items()
+        mod, dot, name = key.partition(".")
+        if not dot or mod not in PAPER or name not in known:
             raise ValueError(f"--decoding {p!r}: expected MODALITY.SETTING=VALUE with MODALITY one of "
                              f"{', '.join(PAPER)} and SETTING one of {', '.join(sorted(known))}")
-        try:
-            v: Any = json.loads(val)
-        except json.JSONDecodeError:
-            v = val
-        out.setdefault(mod, {})[name] = v
+        out.setdefault(mod, {})[name] = value
     return out
 
 
