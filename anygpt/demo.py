@@ -338,6 +338,11 @@ class Demo:
         atomic_write_text(self.schedule_file, json.dumps(plan, indent=1))
         self.log(f"  probe: {step_s:.2f} s/step, {overhead:.0f} s per launch, {left / 60:.1f} min left "
                  f"→ pretrain {pre} steps, sft {sft} steps")
+        need = (pre - probe + sft + c.eval_step_equiv) * step_s + 2 * overhead
+        if need > left * 1.05:  # the floor (min_step_scale) is above what the budget allows
+            logger.warning(f"[demo] at {step_s:.1f} s/step even the fewest steps the demo trains ({pre} + {sft}) "
+                           f"need about {need / 60:.0f} of the {left / 60:.0f} minutes left: the run will overrun "
+                           f"its {c.minutes:g}-minute budget (a busy machine?)")
 
     def do_sft(self) -> None:
         c = self.cfg
