@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -77,6 +78,17 @@ class DemoConfig:
     sft_lr: float = 5e-4
     eval_limit: int | None = None
     quick_mode: bool = False
+    # the time budget of the whole run, in minutes (None: train exactly the steps above). The
+    # pretraining starts with `probe_steps` steps, whose measured step time sizes both stages so the
+    # run ends within the budget: the steps above times a factor in [min_step_scale, max_step_scale]
+    minutes: float | None = 20.0
+    probe_steps: int = 20
+    probe_log_every: int = 5
+    min_step_scale: float = 0.1
+    max_step_scale: float = 2.0
+    # what evaluation and report cost, in training-step times (they slow down with the machine as
+    # training does); measured: docs/experiments.md, "Embedded demo sizes"
+    eval_step_equiv: float = 150.0
 
     @classmethod
     def quick(cls, out: Path, seed: int = 0) -> "DemoConfig":
@@ -85,14 +97,31 @@ class DemoConfig:
                    model={"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512},
                    seq_len=256, micro_batch=4, pretrain_samples=200, pretrain_steps=12, sft_steps=6, eval_limit=4,
-                   quick_mode=True)
+                   quick_mode=True, minutes=None, probe_steps=6, probe_log_every=2, max_step_scale=1.0)
 
-    def scaled(self, minutes: float) -> "DemoConfig":
-        """Scale the training steps to a time budget (the default is sized for about 20 minutes)."""
-        f = max(0.05, minutes / 20.0)
-        self.pretrain_steps = max(10, int(self.pretrain_steps * f))
-        self.sft_steps = max(5, int(self.sft_steps * f))
-        return self
+
+def plan_steps(cfg: DemoConfig, left_s: float, step_s: float, overhead_s: float, done_steps: int = 0) -> tuple[int, int]:
+    """Pretraining and SFT steps that fit in ``left_s`` seconds: each step costs ``step_s``, each of
+    the two launches still to come ``overhead_s`` (start-up, final checkpoint, export), evaluation
+    and report ``cfg.eval_step_equiv`` steps. ``done_steps`` pretraining steps already ran (the
+    probe). Both stages keep the configured ratio, scaled within the config's bounds."""
+    affordable = (left_s - 2 * overhead_s) / step_s - cfg.eval_step_equiv + done_steps
+    scale = min(cfg.max_step_scale, max(cfg.min_step_scale, affordable / (cfg.pretrain_steps + cfg.sft_steps)))
+    return max(done_steps + 1, round(cfg.pretrain_steps * scale)), max(5, round(cfg.sft_steps * scale))
+
+
+def step_seconds(metrics: Path, after_step: int = 0) -> float | None:
+    """Seconds per training step from a ``metrics.jsonl``: the slope of the logged ``time`` over the
+    train records past ``after_step`` written by one process (the last run; None: too few)."""
+    from anygpt.utils import read_jsonl
+
+    recs = [r for _, r in read_jsonl(metrics) if r.get("split") == "train" and r["step"] > after_step]
+    run: list[dict] = []
+    for r in recs:  # a resumed run restarts its clock: keep the records of the last process
+        run = [r] if run and r["time"] < run[-1]["time"] else run + [r]
+    if len(run) < 2 or run[-1]["step"] <= run[0]["step"]:
+        return None
+    return (run[-1]["time"] - run[0]["time"]) / (run[-1]["step"] - run[0]["step"])
 
 
 class Demo:
@@ -103,6 +132,12 @@ class Demo:
         self.out = Path(cfg.out)
         self.log = logger.info
         self.timings: dict[str, float] = {}
+        self._step_t0 = time.time()
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken so far: finished steps (as recorded, also by an earlier
+        process) and the running one."""
+        return sum(self.timings.values()) + time.time() - self._step_t0
 
     # ------------------------------------------------------------------ plumbing
     def path(self, *parts: str) -> Path:
@@ -115,7 +150,7 @@ class Demo:
             self.timings[name] = json.loads(marker.read_text()).get("seconds", 0.0)
             return
         self.log(f"[demo] {name} …")
-        t0 = time.time()
+        t0 = self._step_t0 = time.time()
         fn()
         dt = time.time() - t0
         self.timings[name] = dt
@@ -267,16 +302,58 @@ class Demo:
         if proc.returncode != 0:
             raise RuntimeError(f"{stage} training failed (exit {proc.returncode}); rerun `anygpt demo` to resume it")
 
+    @property
+    def schedule_file(self) -> Path:
+        return self.path("schedule.json")
+
     def do_pretrain(self) -> None:
         c = self.cfg
         model_cfg = json.dumps(c.model)
-        self._train("pretrain", [
+        args = [
             f"model.tokenizer={self.path('tokenizer')}", f"model.from_config={model_cfg}",
-            f"data.train={json.dumps([str(self.path('data', 'pretrain'))])}", f"steps={c.pretrain_steps}", f"optim.lr={c.lr}",
-        ])
+            f"data.train={json.dumps([str(self.path('data', 'pretrain'))])}", f"optim.lr={c.lr}",
+            # fixed, not a share of the steps: the probe and the sized run then follow one schedule
+            f"optim.warmup_steps={math.ceil(0.05 * c.pretrain_steps)}",
+        ]
+        if c.minutes is not None and not self.schedule_file.exists():
+            self._probe(args)
+        if self.schedule_file.exists():
+            c.pretrain_steps = json.loads(self.schedule_file.read_text())["pretrain_steps"]
+        self._train("pretrain", args + [f"steps={c.pretrain_steps}"])
+
+    def _probe(self, args: list[str]) -> None:
+        """Train the first steps, measure the step time and launch overhead, and size both stages
+        to the budget (written to ``schedule.json``; a resumed run reads it back)."""
+        c = self.cfg
+        probe = min(c.probe_steps, c.pretrain_steps)
+        t0 = time.time()
+        self._train("pretrain", args + [f"steps={probe}", f"log.every={c.probe_log_every}", "export.enabled=false"])
+        wall = time.time() - t0
+        step_s = step_seconds(self.path("pretrain", "metrics.jsonl")) or wall / probe
+        overhead = max(0.0, wall - probe * step_s)
+        left = c.minutes * 60 - self.elapsed()
+        pre, sft = plan_steps(c, left, step_s, overhead, probe)
+        plan = {"budget_s": c.minutes * 60, "left_s": round(left, 1), "step_s": round(step_s, 3),
+                "overhead_s": round(overhead, 1), "probe_steps": probe, "pretrain_steps": pre, "sft_steps": sft}
+        atomic_write_text(self.schedule_file, json.dumps(plan, indent=1))
+        self.log(f"  probe: {step_s:.2f} s/step, {overhead:.0f} s per launch, {left / 60:.1f} min left "
+                 f"→ pretrain {pre} steps, sft {sft} steps")
+        need = (pre - probe + sft + c.eval_step_equiv) * step_s + 2 * overhead
+        if need > left * 1.05:  # the floor (min_step_scale) is above what the budget allows
+            logger.warning(f"[demo] at {step_s:.1f} s/step even the fewest steps the demo trains ({pre} + {sft}) "
+                           f"need about {need / 60:.0f} of the {left / 60:.0f} minutes left: the run will overrun "
+                           f"its {c.minutes:g}-minute budget (a busy machine?)")
 
     def do_sft(self) -> None:
         c = self.cfg
+        if self.schedule_file.exists():  # re-sized to the time actually left: pretraining may have run slower
+            plan = json.loads(self.schedule_file.read_text())
+            step_s = step_seconds(self.path("pretrain", "metrics.jsonl"), plan["probe_steps"]) or plan["step_s"]
+            left = plan["budget_s"] - self.elapsed()
+            fit = int((left - plan["overhead_s"]) / step_s - c.eval_step_equiv)
+            c.sft_steps = plan.setdefault("sft_steps_run", max(5, min(plan["sft_steps"], fit)))
+            atomic_write_text(self.schedule_file, json.dumps(plan, indent=1))
+            self.log(f"  sft: {step_s:.2f} s/step in pretraining, {left / 60:.1f} min left → {c.sft_steps} steps")
         self._train("sft", [
             f"init_from={self.path('pretrain', 'export')}", "model.from_config=null",
             f"data.train={json.dumps([str(self.path('data', 'sft')), str(self.path('data', 'pretrain'))])}",
@@ -301,6 +378,10 @@ class Demo:
                     "mode": "quick" if self.cfg.quick_mode else "default",
                     "steps": {k: round(v, 1) for k, v in self.timings.items()},
                     "model": self.cfg.model, "pretrain_steps": self.cfg.pretrain_steps, "sft_steps": self.cfg.sft_steps}
+        if self.schedule_file.exists():
+            plan = json.loads(self.schedule_file.read_text())
+            run_info.update(pretrain_steps=plan["pretrain_steps"], sft_steps=plan.get("sft_steps_run", plan["sft_steps"]),
+                            schedule=plan)
         write_report(self.path("report"), self.path("eval"),
                      train_log={"pretrain": self.path("pretrain", "metrics.jsonl"), "sft": self.path("sft", "metrics.jsonl")},
                      run_info=run_info, chat_hint=f"anygpt chat --model {self.model_dir}")

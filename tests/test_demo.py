@@ -20,7 +20,8 @@ METRIC_KEYS = ["image_to_text.attribute_accuracy", "text_to_image.attribute_accu
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("demo") / "run"
-    proc = cli("demo", "--quick", "--out", out, timeout=1200)
+    # with a time budget: the pretraining starts with a probe that sizes both stages (schedule.json)
+    proc = cli("demo", "--quick", "--minutes", "30", "--out", out, timeout=1200)
     return out, proc
 
 
@@ -42,6 +43,11 @@ def test_quick_demo_writes_every_artifact(quick_demo):
         assert any("loss" in json.loads(l) for l in lines)
     for m in ("image", "speech", "music"):
         assert (out / "sft" / "export" / "tokenizers" / m / "card.yaml").exists()
+    # the probe's plan was followed: the pretraining log ends at the planned step (quick sizes only shrink)
+    plan = json.loads((out / "schedule.json").read_text())
+    assert plan["step_s"] > 0 and plan["probe_steps"] < plan["pretrain_steps"] <= 12
+    steps = [json.loads(l)["step"] for l in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == plan["pretrain_steps"] and min(steps) <= plan["probe_steps"]
     # evaluation and report
     metrics = json.loads((out / "metrics.json").read_text())
     for key in METRIC_KEYS:

@@ -1,12 +1,15 @@
 """The embedded corpus: an offline, deterministic multimodal data set built in seconds.
 
 - image: one coloured shape on a plain background, with a caption (:mod:`anygpt.data.shapes`)
-- speech: short sentences from a ~150-word vocabulary spoken by eSpeak NG in several voices,
-  16 kHz, with transcripts (:mod:`anygpt.data.espeak`)
+- speech: short sentences from a ~150-word vocabulary spoken by eSpeak NG in ten voices at
+  several rates and pitches, recorded at 8–44.1 kHz (half at 16 kHz), with transcripts
+  (:mod:`anygpt.data.espeak`)
 - music: short synthesised melodies with instrument / tempo / key / mood and a description
   (:mod:`anygpt.data.melody`)
 - conversations: instruction dialogues mixing all three (AnyInstruct schema, media by path,
-  see :mod:`anygpt.data.conversations`)
+  see :mod:`anygpt.data.conversations`); later rounds ask about media shown earlier and switch
+  the reply's modality (text, speech, image, music); spoken replies are recorded under
+  ``conversations/<split>/``
 
 Every item is drawn from its own RNG seeded by ``(seed, modality, split, index)``: the same
 arguments give byte-identical files, and the ``eval`` split is disjoint from ``train`` (ids and
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from anygpt.data.conversations import media_ref
+from anygpt.data.conversations import MEDIA_REF, media_ref
 from anygpt.data.espeak import VOICES, speak
 from anygpt.data.melody import INSTRUMENTS, KEYS, TEMPOS, draw_melody_item
 from anygpt.data.shapes import COLOURS, SHAPES, analyse_image, draw_shape_item  # noqa: F401 (re-exported)
@@ -48,6 +51,10 @@ from anygpt.vocab import MODALITIES
 
 SPLITS = ("train", "eval")
 SPEECH_SAMPLE_RATE = 16000
+# recordings come at other rates too (the speech tokenizer resamples them on load); half at 16 kHz
+SPEECH_SAMPLE_RATES: tuple[int, ...] = (16000, 16000, 16000, 16000, 8000, 22050, 24000, 44100)
+SPEECH_RATES = (120, 210)  # words per minute
+SPEECH_PITCHES = (25, 75)  # eSpeak's 0–100 scale
 
 # ---------------------------------------------------------------- speech sentences
 _PLURAL = {"cross": "crosses"}
@@ -113,10 +120,11 @@ def make_item(modality: str, split: str, index: int, out_dir: Path, seed: int = 
             save_image(item.image, dest)
     elif modality == "speech":
         text = draw_sentence(rng)
-        voice, rate = rng.choice(VOICES), rng.randint(140, 180)
-        attrs = {"voice": voice, "rate": rate, "sample_rate": SPEECH_SAMPLE_RATE}
+        voice, rate, pitch = rng.choice(VOICES), rng.randint(*SPEECH_RATES), rng.randint(*SPEECH_PITCHES)
+        sr = rng.choice(SPEECH_SAMPLE_RATES)
+        attrs = {"voice": voice, "rate": rate, "pitch": pitch, "sample_rate": sr}
         if not dest.exists():
-            save_audio(speak(text, voice, rate, SPEECH_SAMPLE_RATE), SPEECH_SAMPLE_RATE, dest)
+            save_audio(speak(text, voice, rate, sr, pitch=pitch), sr, dest)
     elif modality == "music":
         item = draw_melody_item(rng, music_sample_rate, music_seconds)
         text, attrs = item.description, {**item.attributes, "sample_rate": music_sample_rate}
@@ -152,29 +160,131 @@ _ASK = {
 }
 
 
-def conversation_round(rng: random.Random, items: dict[str, Sequence[dict]]) -> tuple[str, str]:
-    """One (user, assistant) pair: describe/draw an image, transcribe/say speech, describe/play
-    music (media as path markers, relative to the corpus folder), or a short text Q&A."""
+def conversation_round(rng: random.Random, items: dict[str, Sequence[dict]]) -> tuple[str, str, dict]:
+    """One (user, assistant, meta) round: describe/draw an image, transcribe/say speech, describe/play
+    music (media as path markers, relative to the corpus folder), or a short text Q&A. ``meta``:
+    ``{"task", "reply"}`` (the reply's modality, ``text`` for text) and ``"row"`` (the media item)."""
     tasks = [(m, d) for m in MODALITIES if items.get(m) for d in ("x2t", "t2x")]
     if not tasks or rng.random() < 0.15:
-        return rng.choice(_QA)
+        user, assistant = rng.choice(_QA)
+        return user, assistant, {"task": "qa", "reply": "text", "row": None}
     modality, direction = rng.choice(tasks)
     row = rng.choice(items[modality])
     ref = media_ref(modality, row["path"])
     ask = rng.choice(_ASK[(modality, direction)])
+    meta = {"task": f"{modality}_{direction}", "reply": "text" if direction == "x2t" else modality, "row": row}
     if direction == "x2t":
-        return f"{ask} {ref}", row["text"]
-    return ask.format(t=row["text"]), ref
+        return f"{ask} {ref}", row["text"], meta
+    return ask.format(t=row["text"]), ref, meta
+
+
+Speaker = Callable[[str, random.Random], str]  # text → corpus-relative path of a new recording of it
+_NOUN = {"image": "picture", "speech": "recording", "music": "melody"}
+_ORDINAL = ("first", "second", "third", "fourth")
+
+
+def _find(rng: random.Random, rows: Sequence[dict], **attrs: str) -> dict | None:
+    """A random item whose attributes match ``attrs`` (None when there is none)."""
+    hits = [r for r in rows if all(r["attributes"].get(k) == v for k, v in attrs.items())]
+    return rng.choice(hits) if hits else None
+
+
+def _said_shape(text: str) -> tuple[str, str] | None:
+    """(colour, shape) when a transcript names one of each (``the red circle is big``)."""
+    words = text.split()
+    colour = next((w for w in words if w in COLOURS), None)
+    shape = next((s for s in SHAPES if s in words or _plural(s) in words), None)
+    return (colour, shape) if colour and shape else None
+
+
+def follow_up(rng: random.Random, shown: Sequence[tuple[str, dict]], items: dict[str, Sequence[dict]],
+              speak_text: Speaker) -> tuple[str, str, dict]:
+    """A later round about media shown earlier in the session (``shown``: ``(modality, row)`` in
+    order), answered in the modality the request names: text, speech (``speak_text`` records it),
+    an image or a melody (an item with the asked attributes)."""
+    index = rng.randrange(len(shown))
+    modality, row = shown[index]
+    same = [i for i, (m, _) in enumerate(shown) if m == modality]
+    name = f"the {_ORDINAL[same.index(index)]} {_NOUN[modality]}" if len(same) > 1 else f"that {_NOUN[modality]}"
+    a, text = row["attributes"], row["text"]
+    options: list[tuple[str, str, str, str]] = []  # (task, reply modality, user, assistant)
+    alike = drawn = None
+    if modality == "image":
+        options += [("colour", "text", f"What colour is the shape in {name}?", f"It is {a['colour']}."),
+                    ("shape", "text", f"What shape is in {name}?", f"It is a {a['shape']}."),
+                    ("describe", "text", f"Describe {name} in words.", text)]
+        options.append(("say", "speech", f"Say out loud what {name} shows.", ""))
+        other = rng.choice([c for c in COLOURS if c != a["colour"]])
+        alike = _find(rng, items.get("image", ()), shape=a["shape"], colour=other)
+        if alike:
+            options.append(("redraw", "image", f"Draw the {a['shape']} of {name} in {other}.",
+                            media_ref("image", alike["path"])))
+    elif modality == "speech":
+        options += [("transcribe", "text", f"Write down what {name} says.", text),
+                    ("last_word", "text", f"What is the last word in {name}?", f"The last word is {text.split()[-1]}."),
+                    ("say", "speech", f"Say the words of {name} in your own voice.", "")]
+        said = _said_shape(text)
+        drawn = _find(rng, items.get("image", ()), colour=said[0], shape=said[1]) if said else None
+        if drawn:
+            options.append(("draw_said", "image", f"Draw the {said[0]} {said[1]} that {name} talks about.",
+                            media_ref("image", drawn["path"])))
+    else:
+        options += [("instrument", "text", f"Which instrument plays in {name}?", f"The {a['instrument']}."),
+                    ("tempo", "text", f"Is {name} slow, medium or fast?", f"It is {a['tempo']}."),
+                    ("say", "speech", f"Tell me out loud which instrument plays in {name}.", "")]
+        alike = _find(rng, items.get("music", ()), instrument=a["instrument"])
+        if alike and alike is not row:
+            options.append(("replay", "music", f"Play another {a['instrument']} melody like {name}.",
+                            media_ref("music", alike["path"])))
+    task, reply, user, assistant = rng.choice(options)
+    made = {"redraw": alike, "replay": alike, "draw_said": drawn}.get(task)
+    if task == "say":
+        spoken = text if modality != "music" else f"the {a['instrument']}"
+        assistant = media_ref("speech", speak_text(spoken, rng))
+    return user, assistant, {"task": f"{modality}_{task}", "reply": reply, "refers_to": index, "row": made}
 
 
 def make_conversation(rng: random.Random, items: dict[str, Sequence[dict]], conv_id: str,
-                      max_rounds: int = 3) -> dict:
-    """An AnyInstruct line of 1..max_rounds rounds."""
-    turns = []
+                      max_rounds: int = 4, speak_text: Speaker | None = None, max_media: int = 3) -> dict:
+    """An AnyInstruct line of 1..``max_rounds`` rounds. With ``speak_text``, later rounds may ask
+    about media shown earlier (:func:`follow_up`) and switch the reply's modality; at most
+    ``max_media`` media per conversation (so it fits the training rows). Besides ``id`` and
+    ``conversation`` the line carries ``tasks``: per round its task, the reply's modality and,
+    for a follow-up, ``refers_to`` (the index of the media it asks about among those shown)."""
+    turns: list[dict] = []
+    tasks: list[dict] = []
+    shown: list[tuple[str, dict]] = []
+    n_media = 0
     for _ in range(rng.randint(1, max_rounds)):
-        user, assistant = conversation_round(rng, items)
+        if speak_text is not None and shown and rng.random() < 0.5:
+            user, assistant, meta = follow_up(rng, shown, items, speak_text)
+        else:
+            user, assistant, meta = conversation_round(rng, items)
+        n_media += len(MEDIA_REF.findall(user + assistant))
+        if n_media > max_media and turns:
+            break
+        row = meta.pop("row", None)
+        if row is not None:
+            shown.append((meta["task"].split("_")[0], row))
         turns += [{"role": "user", "message": user}, {"role": "assistant", "message": assistant}]
-    return {"id": conv_id, "conversation": [turns]}
+        tasks.append(meta)
+    return {"id": conv_id, "conversation": [turns], "tasks": tasks}
+
+
+def _conversation_speaker(out: Path, split: str, conv_id: str) -> Speaker:
+    """Records a conversation's spoken replies as ``conversations/<split>/<conv_id>-<k>.wav``
+    (16 kHz, a random voice, rate and pitch); an existing file is kept (resumable)."""
+    count = [0]
+
+    def speak_text(text: str, rng: random.Random) -> str:
+        rel = Path("conversations") / split / f"{conv_id}-{count[0]:02d}.wav"
+        count[0] += 1
+        voice, rate, pitch = rng.choice(VOICES), rng.randint(*SPEECH_RATES), rng.randint(*SPEECH_PITCHES)
+        if not (out / rel).exists():
+            save_audio(speak(text, voice, rate, SPEECH_SAMPLE_RATE, pitch=pitch), SPEECH_SAMPLE_RATE, out / rel)
+        return rel.as_posix()
+
+    return speak_text
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
@@ -234,8 +344,11 @@ def build_corpus(
     for split in SPLITS:
         if n_conv[split] <= 0 or not rows[split]:
             continue
-        convs = [make_conversation(item_rng(seed, "conversation", split, i), rows[split], f"conv-{split}-{i:06d}")
-                 for i in range(n_conv[split])]
+        convs = []
+        for i in range(n_conv[split]):
+            cid = f"conv-{split}-{i:06d}"
+            convs.append(make_conversation(item_rng(seed, "conversation", split, i), rows[split], cid,
+                                           speak_text=_conversation_speaker(out, split, cid)))
         paths.setdefault("conversations", {})[split] = _write_jsonl(out / f"conversations_{split}.jsonl", convs)
     info = {**settings, "counts": {m: {s: len(rows[s].get(m, [])) for s in SPLITS} for m in MODALITIES},
             "voices": list(VOICES), "keys": list(KEYS), "instruments": list(INSTRUMENTS),

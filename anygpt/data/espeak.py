@@ -1,8 +1,8 @@
 """Offline text-to-speech with eSpeak NG, through the library the ``espeakng-loader`` wheel ships.
 
 The library is driven in-process with ctypes (no ``espeak-ng`` binary, no apt package): synchronous
-output mode, a synth callback that collects 16-bit samples, voice by name (``en-us``, ``en+f3``…),
-rate in words per minute. eSpeak renders at 22,050 Hz; :func:`speak` resamples to the requested
+output mode, a synth callback that collects 16-bit samples, voice by name (``en-us``, ``en+f4``…),
+rate in words per minute, pitch (0–100). eSpeak renders at 22,050 Hz; :func:`speak` resamples to the requested
 rate with the package's resampler (:func:`anygpt.modality.media.resample`).
 
 eSpeak keeps state between utterances inside the library (the same text comes out a few samples
@@ -12,7 +12,7 @@ about 5 ms per call on POSIX). Without fork (Windows) the in-process engine is u
 
 Example::
 
-    wav = speak("a red circle", voice="en-us+f3", rate=160, sample_rate=16000)  # float32 mono
+    wav = speak("a red circle", voice="en-us+f4", rate=160, sample_rate=16000)  # float32 mono
 """
 
 from __future__ import annotations
@@ -26,12 +26,17 @@ import numpy as np
 
 from anygpt.modality.media import resample
 
-VOICES: tuple[str, ...] = ("en-us", "en", "en-us+f3", "en-gb-scotland", "en+m3")
+# the f2, f3 and f5 variants are left out: their samples vary from one call to the next (a fresh
+# library each time, same arguments), which would break the corpus's byte-identical rebuilds
+VOICES: tuple[str, ...] = ("en-us", "en", "en+f1", "en-gb-scotland", "en+m3", "en+f4", "en+m1", "en-029",
+                           "en-gb-x-rp", "en-us+f4")
+DEFAULT_PITCH = 50  # eSpeak's own default on its 0–100 scale
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE = 1
+_ESPEAK_PITCH = 3
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -57,11 +62,12 @@ class _Engine:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def synth(self, text: str, voice: str, rate: int) -> np.ndarray:
+    def synth(self, text: str, voice: str, rate: int, pitch: int = DEFAULT_PITCH) -> np.ndarray:
         with self.lock:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise TTSError(f"eSpeak NG has no voice {voice!r}; try one of {', '.join(VOICES)}")
             self.lib.espeak_SetParameter(_ESPEAK_RATE, int(rate), 0)
+            self.lib.espeak_SetParameter(_ESPEAK_PITCH, int(pitch), 0)
             data = text.encode("utf-8")
             self._chunks = []
             err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
@@ -107,7 +113,7 @@ def _engine() -> _Engine:
     return _ENGINE
 
 
-def _synth_in_child(text: str, voice: str, rate: int) -> tuple[np.ndarray, int]:
+def _synth_in_child(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
     """Fork; the child initialises eSpeak from scratch, speaks, and pipes the PCM back."""
     if _ENGINE is not None:
         raise TTSError("eSpeak NG was already used in this process (isolated=False); isolated calls would inherit its state")
@@ -119,7 +125,7 @@ def _synth_in_child(text: str, voice: str, rate: int) -> tuple[np.ndarray, int]:
         try:
             os.close(r)
             eng = _Engine()
-            pcm = eng.synth(text, voice, rate)
+            pcm = eng.synth(text, voice, rate, pitch)
             payload = struct.pack("<ii", 0, eng.sample_rate) + pcm.astype("<i2").tobytes()
         except BaseException as e:  # report any failure to the parent
             payload = struct.pack("<ii", 1, 0) + str(e).encode("utf-8", "replace")
@@ -142,16 +148,17 @@ def _synth_in_child(text: str, voice: str, rate: int) -> tuple[np.ndarray, int]:
 
 
 def speak(text: str, voice: str = "en-us", rate: int = 160, sample_rate: int = 16000,
-          isolated: bool = True) -> np.ndarray:
+          isolated: bool = True, pitch: int = DEFAULT_PITCH) -> np.ndarray:
     """Speak ``text``; float32 mono in [-1, 1] at ``sample_rate``. Raises :class:`TTSError`.
+    ``rate`` in words per minute, ``pitch`` on eSpeak's 0–100 scale (50: the voice's own).
 
     ``isolated`` (default) makes the result depend only on the arguments (see the module note)."""
     if not text.strip():
         raise TTSError("nothing to speak: empty text")
     if isolated and hasattr(os, "fork"):
-        pcm, sr = _synth_in_child(text, voice, rate)
+        pcm, sr = _synth_in_child(text, voice, rate, pitch)
     else:
         eng = _engine()
-        pcm, sr = eng.synth(text, voice, rate), eng.sample_rate
+        pcm, sr = eng.synth(text, voice, rate, pitch), eng.sample_rate
     wav = pcm.astype(np.float32) / 32768.0
     return np.clip(resample(wav, sr, sample_rate, "espeak"), -1.0, 1.0)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 INSTRUMENTS: tuple[str, ...] = ("piano", "flute", "violin", "guitar", "clarinet")
-TEMPOS: dict[str, tuple[int, int]] = {"slow": (60, 80), "medium": (95, 115), "fast": (135, 160)}
+# BPM ranges of the tempo classes, wide and touching so tempi between the old classes' centres occur
+TEMPOS: dict[str, tuple[int, int]] = {"slow": (50, 85), "medium": (90, 125), "fast": (130, 180)}
 KEYS: dict[str, tuple[int, str]] = {  # name -> (tonic MIDI note, mode)
     "C major": (60, "major"), "G major": (67, "major"), "F major": (65, "major"),
     "A minor": (57, "minor"), "E minor": (64, "minor"), "D minor": (62, "minor"),

@@ -45,12 +45,16 @@ class CorpusImageGenerator(MediaGenerator):
 
     def render(self, description, path, rng):
         from anygpt.modality.media import save_image
-        from anygpt.data.shapes import COLOURS, SHAPES, render_shape, shape_box
+        from anygpt.data.shapes import BACKGROUNDS, COLOURS, SHAPES, SIZE_RANGE, backgrounds_for, render_shape, shape_box
 
         shape = _word(description, SHAPES) or rng.choice(SHAPES)
         colour = _word(description, list(COLOURS)) or rng.choice(list(COLOURS))
-        frac = rng.uniform(0.4, 0.58) if "small" in description.lower() else rng.uniform(0.6, 0.8)
-        bg = "grey" if re.search(r"\bgr[ae]y background", description.lower()) else "white"
+        lo, hi = SIZE_RANGE
+        mid = (lo + hi) / 2
+        frac = rng.uniform(lo, mid) if "small" in description.lower() else rng.uniform(mid, hi)
+        low = description.lower().replace("gray", "grey")
+        named = [b for b in sorted(BACKGROUNDS, key=len, reverse=True) if re.search(rf"\b{b} background", low)]
+        bg = named[0] if named else rng.choice(backgrounds_for(colour))
         box = shape_box(rng, self.size, frac)
         save_image(render_shape(shape, colour, self.size, box, bg), path)
 
