@@ -63,8 +63,7 @@ def child_build(tok: str, recipe: str, out: str, num_proc: int) -> None:
     build_pretrain_from_recipe(PretrainRecipe.load(recipe), t, layout, out, num_proc=num_proc)
     dt = time.perf_counter() - t0
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "worker_rss_mb": kids}))
+    print(json.dumps({"seconds": dt, "rss_mb": _peak_rss_mb(), "worker_rss_mb": kids}))
 
 
 def child_loader(dirs: list[str], batches: int) -> None:
