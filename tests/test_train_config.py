@@ -174,3 +174,17 @@ def test_tiny_sft_recipe_runs_from_an_export_and_the_package_carries_the_recipes
     assert load_config("sft_tiny", ["init_from=x", "data.train=[d]"]).out_dir == cfg.out_dir  # the packaged copy
     with pytest.raises(ValueError, match=r"given: init_from, model.from_config.*add model.from_config=null.*sft_tiny.yaml"):
         load_config(repo / "train" / "tiny.yaml", ["init_from=runs/tiny/export", "data.train=[d]", "stage=sft"])
+
+
+def test_zero3_auto_sizes_follow_the_hidden_size(tmp_path):
+    cfg = load_config("tiny", ["data.train=[d]", "deepspeed.zero_stage=3"])
+    zero = deepspeed_config(cfg, 2, False, hidden_size=1024)["zero_optimization"]
+    assert (zero["reduce_bucket_size"], zero["stage3_prefetch_bucket_size"], zero["stage3_param_persistence_threshold"]) \
+        == (1024**2, int(0.9 * 1024**2), 10240)
+    assert zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == zero["sub_group_size"] == 12 * 1024**2
+    with pytest.raises(ValueError, match=r"ds_zero3\.json: zero_optimization\.reduce_bucket_size is auto but the model's hidden size is unknown"):
+        deepspeed_config(cfg, 2, False)
+    (tmp_path / "mine.json").write_text('{"zero_optimization": {"stage3_prefetch_bucket_size": 7, "overlap_comm": "auto"}}')
+    cfg = load_config("tiny", ["data.train=[d]", "deepspeed.zero_stage=3", f"deepspeed.config={tmp_path / 'mine.json'}"])
+    with pytest.raises(ValueError, match=r"mine\.json: zero_optimization\.overlap_comm cannot be auto"):
+        deepspeed_config(cfg, 2, False, hidden_size=64)

@@ -101,6 +101,19 @@ def build_model(cfg: ModelConfig, layout: VocabLayout, tokenizer, init_from: str
     return model
 
 
+def model_hidden_size(cfg: ModelConfig, init_from: str | None = None) -> int | None:
+    """The hidden size of the model :func:`build_model` will build, read from its config before
+    building it (ZeRO sizes scale with it); None when the config has no ``hidden_size``."""
+    from transformers import AutoConfig
+
+    if init_from or cfg.base:
+        config = AutoConfig.from_pretrained(init_from or cfg.base, trust_remote_code=False)
+    else:
+        spec = dict(cfg.from_config or {})
+        config = AutoConfig.for_model(spec.pop("model_type", "llama"), **spec)
+    return getattr(config, "hidden_size", None)
+
+
 def zero3_gather(params: list[torch.nn.Parameter]):
     """Context in which ZeRO-3 partitioned ``params`` are whole; what rank 0 writes is kept on all."""
     import deepspeed

@@ -39,11 +39,33 @@ def skip_shm_comm_build() -> None:
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 
 
+# glibc's M_MMAP_THRESHOLD (mallopt parameter -3) and the size we fix it at
+M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD = -3, 256 * 1024
+
+
+def return_freed_host_memory() -> bool:
+    """Fix glibc's mmap threshold so host tensors past 256 KiB are mapped on their own and go back
+    to the system when freed. Left dynamic, glibc raises the threshold to 32 MiB after the first
+    large free; a training step's 1-32 MiB tensors (gathered ZeRO-3 parameters, gradient buckets,
+    activations) then come from the heap, whose freed pieces stay resident: on CPU the peak RSS
+    crept up step after step. False where the C library is not glibc (nothing changed)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, HOST_MMAP_THRESHOLD))
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
-    """Initialise (once) and return ``(rank, world_size, device)``."""
+    """Initialise (once) and return ``(rank, world_size, device)``; on CPU also
+    :func:`return_freed_host_memory`."""
     set_single_process_env()
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        return_freed_host_memory()
     import deepspeed
     import torch.distributed as dist
 

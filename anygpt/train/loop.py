@@ -29,7 +29,7 @@ from anygpt.data.datainfo import TRAIN_INFO_FILE, check_against_model, check_dat
 from anygpt.data.loader import MixtureLoader, check_sample_lengths, load_dataset_dir
 from anygpt.data.packing import model_inputs, resolve_attention
 from anygpt.data.templates import get_template
-from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, param_groups
+from anygpt.model.build import build_model, count_parameters, load_tokenizer_and_layout, model_hidden_size, param_groups
 from anygpt.model.export import export_bundle
 from anygpt.model.loss import token_losses
 from anygpt.train import checkpoint, contract
@@ -86,9 +86,39 @@ def deepspeed_config_path(cfg: TrainConfig) -> Path:
     return path
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
+# ZeRO sizes written "auto" in a ZeRO JSON, as multiples of the model's hidden size h. The first three are
+# Hugging Face Trainer's rule; the live / reuse / sub-group limits are one Llama layer (~12 h^2 parameters).
+# DeepSpeed's defaults (1e9 live parameters and reuse distance, 1e9-element sub-groups, 5e8-element
+# buckets) are sized for GPU models of billions of parameters: on a smaller model they keep the whole
+# model gathered between forward and backward and allocate full-model-sized gradient buffers, so ZeRO-3
+# held more per rank than ZeRO-0 (measurements in docs/experiments.md, 2026-12-01).
+ZERO_AUTO = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+    "stage3_max_live_parameters": lambda h: 12 * h * h,
+    "stage3_max_reuse_distance": lambda h: 12 * h * h,
+    "sub_group_size": lambda h: 12 * h * h,
+}
+
+
+def fill_auto_sizes(path: Path, zero: dict, hidden_size: int | None) -> None:
+    """Replace ``"auto"`` values of ``zero_optimization`` (keys of :data:`ZERO_AUTO`) by sizes
+    from the model's hidden size; an ``"auto"`` elsewhere, or without a hidden size, is an error."""
+    for key, value in zero.items():
+        if value != "auto":
+            continue
+        if key not in ZERO_AUTO:
+            raise ValueError(f"{path}: zero_optimization.{key} cannot be auto (auto works for {', '.join(ZERO_AUTO)})")
+        if hidden_size is None:
+            raise ValueError(f"{path}: zero_optimization.{key} is auto but the model's hidden size is unknown")
+        zero[key] = ZERO_AUTO[key](hidden_size)
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool, hidden_size: int | None = None) -> dict:
     """The ZeRO JSON (:func:`deepspeed_config_path`) with the recipe's batch, precision, clipping
-    and optimizer settings filled in (the recipe wins)."""
+    and optimizer settings filled in (the recipe wins), and its ``"auto"`` ZeRO sizes computed from
+    ``hidden_size`` (:data:`ZERO_AUTO`)."""
     ds = cfg.deepspeed
     path = deepspeed_config_path(cfg)
     try:
@@ -96,6 +126,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, on_gpu: bool) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
     conf.setdefault("zero_optimization", {})["stage"] = ds.zero_stage
+    fill_auto_sizes(path, conf["zero_optimization"], hidden_size)
     if ds.grad_accum is None:
         total = ds.batch_size or ds.micro_batch_size * world_size
         if total % (ds.micro_batch_size * world_size):
@@ -221,7 +252,7 @@ def run(cfg: TrainConfig) -> Path | None:
     tokenizer, layout = load_tokenizer_and_layout(model_cfg, init_dir)
     torch.manual_seed(cfg.seed)  # identical init on every rank
     # loaded in the training precision: a 7B model in bf16 is 14 GB of host memory per rank, not 28
-    ds_config = deepspeed_config(cfg, world, device.type == "cuda")
+    ds_config = deepspeed_config(cfg, world, device.type == "cuda", model_hidden_size(model_cfg, init_dir))
     # ZeRO-3: built partitioned (zero.Init), so no rank holds the whole model
     model = build_model(model_cfg, layout, tokenizer, init_dir, dtype=dtype, state_dict=init_weights,
                         zero3_config=ds_config if cfg.deepspeed.zero_stage == 3 else None)
